@@ -1,0 +1,43 @@
+# `make run` serves the API, `make test` runs the suite; both set up .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8005
+export FLASK_APP := wsgi
+
+.PHONY: run test lint migrate clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "DevLab needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+migrate: $(VENV)/.runtime
+	$(BIN)/flask db upgrade
+
+run: migrate
+	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+	@command -v docker-compose >/dev/null || { \
+		echo "docker-compose not found; installing Debian's package"; \
+		apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length docker-compose config --quiet
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,195 @@
+"""DevLab settings, read from the environment (and from a `.env` file when present).
+
+This is the only module that reads `os.environ`; the rest of the code reads `current_app.config`.
+
+| variable                 | default                 | meaning                                   |
+|--------------------------|-------------------------|-------------------------------------------|
+| DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
+| DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
+| JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
+| JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
+| TRUSTED_PROXY_HOPS       | 0                       | proxies whose X-Forwarded-For is believed |
+| ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
+| ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
+| ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
+
+PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
+"""
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+load_dotenv()
+
+# Values people leave in place from examples and tutorials; never acceptable in production.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change-me-please",
+        "change-this",
+        "secret",
+        "secret-key",
+        "jwt-secret",
+        "jwt-secret-key",
+        "super-secret",
+        "supersecret",
+        "your-secret-key",
+        "password",
+        "devlab",
+        "test",
+        "dev",
+        "development",
+    }
+)
+MIN_SECRET_BYTES = 32
+DEV_KEY_FILENAME = "jwt-secret"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unusable; the message names the variable."""
+
+
+def _int_from_env(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URL forms people paste onto the psycopg2 driver.
+
+    SQLAlchemy 2.1 would pick psycopg 3 for a bare `postgresql://` and knows no `postgres://`.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def engine_options_for(url: str) -> dict:
+    """Connection options: fail fast when PostgreSQL is away, and recover when it returns."""
+    options: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql+psycopg2://"):
+        options["connect_args"] = {"connect_timeout": 5}
+    return options
+
+
+def is_weak_secret(secret: str | None) -> bool:
+    if not secret:
+        return True
+    return len(secret.encode()) < MIN_SECRET_BYTES or secret.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def finalize_config(config: dict, instance_path: str) -> None:
+    """Check the settings as a whole and derive the ones that depend on others."""
+    if config["DEVLAB_ENV"] not in ("development", "production"):
+        raise ConfigError(
+            f"DEVLAB_ENV must be 'development' or 'production', not {config['DEVLAB_ENV']!r}."
+        )
+    config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
+    config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options_for(config["SQLALCHEMY_DATABASE_URI"])
+    )
+    config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
+
+
+def resolve_jwt_secret(config: dict, instance_path: str) -> str:
+    """Return the JWT signing key, or refuse to go on in production without a strong one.
+
+    In development with no key set, one random key is generated and kept in `instance/`
+    (mode 0600), so every gunicorn worker and every restart signs with the same key.
+    """
+    configured = config.get("JWT_SECRET_KEY")
+    if config["DEVLAB_ENV"] == "production":
+        if is_weak_secret(configured):
+            raise ConfigError(
+                "JWT_SECRET_KEY must be set to a random value of at least "
+                f"{MIN_SECRET_BYTES} bytes when DEVLAB_ENV=production "
+                '(for example: python -c "import secrets; print(secrets.token_urlsafe(48))").'
+            )
+        return configured
+    if configured:
+        return configured
+    return _shared_development_secret(Path(instance_path))
+
+
+def _shared_development_secret(instance_dir: Path) -> str:
+    secret_file = instance_dir / DEV_KEY_FILENAME
+    if not secret_file.exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        draft = instance_dir / f".{DEV_KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            # link() fails if another worker won the race; everybody then reads the winner's key.
+            os.link(draft, secret_file)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return secret_file.read_text().strip()
+
+
+class Config:
+    DEVLAB_ENV = os.environ.get("DEVLAB_ENV", "development").strip().lower()
+
+    SQLALCHEMY_DATABASE_URI = normalize_database_url(
+        os.environ.get("DATABASE_URL") or "sqlite:///devlab.db"
+    )
+
+    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(
+        minutes=_int_from_env("JWT_ACCESS_TOKEN_MINUTES", 15, minimum=1)
+    )
+    JWT_ALGORITHM = "HS256"
+    JWT_DECODE_ALGORITHMS = ["HS256"]
+    JWT_TOKEN_LOCATION = ["headers"]
+
+    TRUSTED_PROXY_HOPS = _int_from_env("TRUSTED_PROXY_HOPS", 0)
+
+    # argon2id costs; the defaults (RFC 9106's second recommendation) exceed OWASP's minimums.
+    ARGON2_TIME_COST = _int_from_env("ARGON2_TIME_COST", 3, minimum=1)
+    ARGON2_MEMORY_KIB = _int_from_env("ARGON2_MEMORY_KIB", 65536, minimum=8)
+    ARGON2_PARALLELISM = _int_from_env("ARGON2_PARALLELISM", 4, minimum=1)
+
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    JSON_SORT_KEYS = False
+
+    API_TITLE = "DevLab API"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "/docs"
+    OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+    API_SPEC_OPTIONS = {
+        "info": {
+            "description": (
+                "Sign up, log in for a bearer token, keep your own notes. "
+                "Administrators manage users and read the audit trail. "
+                "Use **Authorize** with your username and password (or paste a token)."
+            )
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "passwordLogin": {
+                    "type": "oauth2",
+                    "flows": {"password": {"tokenUrl": "/login", "scopes": {}}},
+                },
+            }
+        },
+    }

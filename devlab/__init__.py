@@ -1,0 +1,40 @@
+"""DevLab: a JSON REST backend for accounts, notes and an audit trail."""
+
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config, finalize_config
+from devlab import admin, audit, auth, cli, docs, health, notes
+from devlab.audit import trail
+from devlab.errors import register_error_handlers
+from devlab.extensions import api, db, jwt, migrate
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app from the environment, with `test_config` overriding any setting."""
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    if test_config:
+        app.config.from_mapping(test_config)
+    finalize_config(app.config, app.instance_path)
+
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops:
+        # Believe X-Forwarded-For only as far as our own proxies wrote it.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    jwt.init_app(app)
+    api.init_app(app)
+    for feature in (auth, notes, admin, audit, health):
+        api.register_blueprint(feature.blp)
+    docs.init_app(app)
+    register_error_handlers(app)
+    trail.init_app(app)
+    cli.init_app(app)
+    return app

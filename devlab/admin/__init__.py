@@ -1,0 +1,3 @@
+from devlab.admin.routes import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,3 @@
+from devlab.audit.routes import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,30 @@
+from marshmallow import Schema, fields, validate
+
+from devlab.audit.trail import ACTIONS
+from devlab.pagination import PageQuerySchema, PageSchema
+
+
+class AuditLogSchema(Schema):
+    id = fields.Integer()
+    action = fields.String()
+    detail = fields.String(allow_none=True)
+    ip = fields.String(allow_none=True)
+    user_id = fields.Integer(allow_none=True, metadata={"description": "The acting user."})
+    method = fields.String(allow_none=True)
+    path = fields.String(allow_none=True)
+    status_code = fields.Integer(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class AuditQuerySchema(PageQuerySchema):
+    action = fields.String(
+        validate=validate.OneOf(ACTIONS), metadata={"description": "Only this action."}
+    )
+    user_id = fields.Integer(
+        validate=validate.Range(min=1, max=2**31 - 1),
+        metadata={"description": "Only rows whose acting user has this id."},
+    )
+
+
+class AuditLogListSchema(PageSchema):
+    logs = fields.List(fields.Nested(AuditLogSchema), required=True)

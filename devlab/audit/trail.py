@@ -1,0 +1,110 @@
+"""The audit trail: views name what a request did, one hook writes it.
+
+`audit("note_updated", ...)` only notes the event. After the response is made, `record_request`
+adds an AuditLog row per event (actor, client address, method, path, status) and commits the
+request's change together with its rows, so neither lands without the other. A failed request
+rolls its change back; only the failure actions are still written. CLI commands use
+`record_cli`, which has no request to read.
+"""
+
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, g, request
+from flask_jwt_extended import get_current_user
+from sqlalchemy.exc import SQLAlchemyError
+
+from devlab.errors import database_error_response
+from devlab.extensions import db
+from devlab.models import AuditLog, User
+
+ACTIONS = (
+    "signup",
+    "login_success",
+    "login_failed",
+    "note_created",
+    "note_updated",
+    "note_deleted",
+    "user_promoted",
+    "access_denied",
+    "admin_created",
+)
+# Written even though the request failed: the failure is what they record.
+FAILURE_ACTIONS = frozenset({"login_failed", "access_denied"})
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    action: str
+    detail: str | None
+    actor: User | None
+
+
+def _token_user() -> User | None:
+    try:
+        return get_current_user()
+    except RuntimeError:  # no token was verified in this request
+        return None
+
+
+_TOKEN_USER = object()
+
+
+def audit(action: str, detail: str | None = None, *, actor: User | None = _TOKEN_USER) -> None:
+    """Note that this request did `action`; the actor is the token's user unless named.
+
+    Only signup and login name the actor, since their caller holds no token yet.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"Unknown audit action {action!r}")
+    if actor is _TOKEN_USER:
+        actor = _token_user()
+    g.setdefault("audit_events", []).append(AuditEvent(action, detail, actor))
+
+
+def record_request(response: Response) -> Response:
+    events: list[AuditEvent] = g.pop("audit_events", [])
+    succeeded = response.status_code < 400
+    if not succeeded:
+        kept = [event for event in events if event.action in FAILURE_ACTIONS]
+        rows = [_row_for(event, response) for event in kept]
+        db.session.rollback()
+        if not rows:
+            return response
+    else:
+        rows = [_row_for(event, response) for event in events]
+    db.session.add_all(rows)
+    try:
+        db.session.commit()
+    except SQLAlchemyError as error:
+        if succeeded:
+            # The change is lost, so the client must not be told it succeeded.
+            return database_error_response(error)
+        db.session.rollback()
+        current_app.logger.error(
+            "Could not record %s: %s", ", ".join(row.action for row in rows), type(error).__name__
+        )
+    return response
+
+
+def _row_for(event: AuditEvent, response: Response) -> AuditLog:
+    return AuditLog(
+        action=event.action,
+        detail=event.detail,
+        user_id=event.actor.id if event.actor is not None else None,
+        ip=request.remote_addr,
+        method=request.method,
+        path=request.path,
+        status_code=response.status_code,
+    )
+
+
+def record_cli(action: str, detail: str) -> None:
+    """Add the audit row of a CLI command; the command commits it with its change.
+
+    A command has no acting user or client address, so both stay null.
+    """
+    db.session.add(AuditLog(action=action, detail=f"via CLI: {detail}"))
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(record_request)

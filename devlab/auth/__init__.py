@@ -1,0 +1,3 @@
+from devlab.auth.routes import blp
+
+__all__ = ["blp"]

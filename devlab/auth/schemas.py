@@ -1,0 +1,65 @@
+from marshmallow import Schema, fields, validate, validates
+
+from devlab.fields import SafeEmail, SafeString
+from devlab.models import EMAIL_MAX, USERNAME_MAX
+
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024
+
+
+class UserSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    username = fields.String(dump_only=True)
+    email = fields.String(dump_only=True)
+    is_admin = fields.Boolean(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+
+
+class SignupSchema(Schema):
+    username = SafeString(
+        required=True,
+        validate=[
+            validate.Length(min=3, max=USERNAME_MAX),
+            validate.Regexp(
+                r"^[A-Za-z0-9_.-]+$",
+                error="Use only letters, digits, '_', '.' and '-'.",
+            ),
+        ],
+        metadata={"description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case)."},
+    )
+    email = SafeEmail(
+        required=True,
+        validate=validate.Length(max=EMAIL_MAX),
+        metadata={"description": "Unique, any case."},
+    )
+    password = SafeString(
+        required=True,
+        load_only=True,
+        validate=validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX),
+        metadata={"description": f"{PASSWORD_MIN} to {PASSWORD_MAX} characters of any kind."},
+    )
+
+
+class LoginSchema(Schema):
+    """JSON or an OAuth2 password-grant form (what Swagger UI's Authorize sends)."""
+
+    username = SafeString(required=True, validate=validate.Length(min=1, max=EMAIL_MAX))
+    password = SafeString(
+        required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX)
+    )
+    # OAuth2 form fields, accepted so that standard clients work, otherwise ignored.
+    grant_type = fields.String(load_only=True, metadata={"description": "OAuth2: 'password'."})
+    scope = fields.String(load_only=True)
+    client_id = fields.String(load_only=True)
+    client_secret = fields.String(load_only=True)
+
+    @validates("grant_type")
+    def _password_grant_only(self, value: str, **_kwargs) -> None:
+        if value != "password":
+            raise validate.ValidationError("Only the 'password' grant is supported.")
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"description": "Always 'bearer'."})
+    expires_in = fields.Integer(required=True, metadata={"description": "Seconds until expiry."})

@@ -1,0 +1,71 @@
+"""`flask promote-admin` and `flask create-admin`: the first admin without hand-written SQL."""
+
+import sys
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from devlab.audit.trail import record_cli
+from devlab.auth.schemas import SignupSchema
+from devlab.errors import conflict_message
+from devlab.extensions import db
+from devlab.models import User
+
+
+@click.command("promote-admin")
+@click.argument("username")
+@with_appcontext
+def promote_admin(username: str) -> None:
+    """Give the existing user USERNAME the admin role."""
+    user = User.by_username(username)
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}.")
+    already = " (already an admin)" if user.is_admin else ""
+    user.is_admin = True
+    record_cli("user_promoted", f"promoted user {user.id} ({user.username}){already}")
+    db.session.commit()
+    click.echo(f"{user.username} is {'already' if already else 'now'} an admin.")
+
+
+@click.command("create-admin")
+@click.argument("username")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input instead of a prompt.",
+)
+@with_appcontext
+def create_admin(username: str, email: str, password_stdin: bool) -> None:
+    """Create the admin account USERNAME with address EMAIL."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        account = SignupSchema().load({"username": username, "email": email, "password": password})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in error.messages.items()
+        )
+        raise click.ClickException(problems) from None
+
+    user = User(username=account["username"], email=account["email"], is_admin=True)
+    user.set_password(account["password"])
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError as error:
+        db.session.rollback()
+        raise click.ClickException(conflict_message(error)) from None
+    record_cli("admin_created", f"created admin {user.id} ({user.username})")
+    db.session.commit()
+    click.echo(f"Created admin {user.username}.")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(promote_admin)
+    app.cli.add_command(create_admin)

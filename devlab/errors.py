@@ -1,0 +1,74 @@
+"""The one JSON error shape, `{code, status, message[, errors]}`, for every failure.
+
+flask-smorest's aborts and validation errors, werkzeug's routing errors, database errors and
+anything unexpected all leave through here; no exception text ever reaches a client.
+"""
+
+from http import HTTPStatus
+
+from flask import Flask, current_app, jsonify
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from devlab.extensions import db
+from devlab.models import CONFLICT_MESSAGES
+
+UNREADABLE_INPUT = {400: "The request body could not be read (malformed JSON?)."}
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
+def error_response(status: int, message: str, *, errors: dict | None = None, headers=None):
+    body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    if headers:
+        response.headers.extend(headers)
+    return response
+
+
+def database_error_response(error: SQLAlchemyError):
+    """Answer for a database failure: 409 for a broken unique rule, 503 when it is down."""
+    db.session.rollback()
+    if isinstance(error, IntegrityError):
+        return error_response(409, conflict_message(error))
+    if isinstance(error, OperationalError):
+        current_app.logger.warning("Database unavailable: %s", type(error.orig).__name__)
+        return error_response(503, DATABASE_UNAVAILABLE)
+    current_app.logger.exception("Database error")
+    return error_response(500, "Internal server error.")
+
+
+def conflict_message(error: IntegrityError) -> str:
+    """Say which unique rule a rejected row broke, without the database's own text."""
+    reported = str(error.orig)
+    for constraint, message in CONFLICT_MESSAGES.items():
+        if constraint in reported:
+            return message
+    return "The request conflicts with existing data."
+
+
+def handle_http_exception(error: HTTPException):
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message") or (
+        UNREADABLE_INPUT.get(error.code, "Invalid input.") if errors else error.description
+    )
+    # Keep headers such as Allow (405); our body replaces werkzeug's HTML content type.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    headers.extend((data.get("headers") or {}).items())
+    return error_response(error.code or 500, message, errors=errors, headers=headers)
+
+
+def handle_unexpected_exception(error: Exception):
+    current_app.logger.exception("Unhandled exception")
+    db.session.rollback()
+    return error_response(500, "Internal server error.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    # Replaces flask-smorest's handler, which leaves out `message` on plain HTTP errors.
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(SQLAlchemyError, database_error_response)
+    app.register_error_handler(Exception, handle_unexpected_exception)

@@ -1,0 +1,3 @@
+from devlab.health.routes import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,108 @@
+"""The three tables: users, their notes, and the audit trail."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text, false, func, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from devlab import passwords
+from devlab.extensions import db
+
+USERNAME_MAX = 32
+EMAIL_MAX = 254
+NOTE_TEXT_MAX = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware timestamp, also on SQLite, which hands back naive values."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    hashed_password: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+    notes: Mapped[list["Note"]] = relationship(back_populates="owner", passive_deletes=True)
+
+    __table_args__ = (
+        # Case-insensitive uniqueness, enforced by the database so that racing signups collide.
+        Index("ix_users_username_lower", func.lower(username), unique=True),
+        Index("ix_users_email_lower", func.lower(email), unique=True),
+    )
+
+    def set_password(self, password: str) -> None:
+        self.hashed_password = passwords.hash_password(password)
+
+    def check_password(self, password: str) -> bool:
+        return passwords.verify_password(self.hashed_password, password)
+
+    @classmethod
+    def by_username(cls, username: str) -> "User | None":
+        return db.session.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username}>"
+
+
+# What a client is told when a unique index rejects a row; errors.py turns these into 409s.
+CONFLICT_MESSAGES = {
+    "ix_users_username_lower": "That username is already taken.",
+    "ix_users_email_lower": "That email address is already registered.",
+}
+
+
+class Note(db.Model):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+    owner: Mapped[User] = relationship(back_populates="notes")
+
+    # Serves both the foreign key and "my notes, newest first".
+    __table_args__ = (Index("ix_notes_owner_id_created_at", owner_id, created_at),)
+
+
+class AuditLog(db.Model):
+    __tablename__ = "audit_logs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    method: Mapped[str | None] = mapped_column(String(16))
+    path: Mapped[str | None] = mapped_column(Text)
+    status_code: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now(), index=True
+    )

@@ -1,0 +1,3 @@
+from devlab.notes.routes import blp
+
+__all__ = ["blp"]

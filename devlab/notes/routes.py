@@ -1,0 +1,79 @@
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from devlab.audit.trail import audit
+from devlab.auth.access import login_required
+from devlab.extensions import db
+from devlab.models import Note
+from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
+from devlab.pagination import PageQuerySchema, page_of
+
+blp = Blueprint("notes", __name__, url_prefix="/notes", description="Your own notes.")
+
+
+def own_note_or_404(note_id: int) -> Note:
+    """The caller's note; anybody else's is as missing as one that never existed."""
+    return db.one_or_404(
+        select(Note).where(Note.id == note_id, Note.owner_id == current_user.id),
+        description="Note not found.",
+    )
+
+
+@blp.route("")
+class Notes(MethodView):
+    @login_required
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, NoteListSchema)
+    def get(self, query):
+        """List your notes, newest first."""
+        newest_first = (
+            select(Note)
+            .where(Note.owner_id == current_user.id)
+            .order_by(Note.created_at.desc(), Note.id.desc())
+        )
+        return page_of(newest_first, "notes", query)
+
+    @login_required
+    @blp.arguments(NoteSchema)
+    @blp.response(201, NoteSchema)
+    def post(self, fields):
+        """Write a note."""
+        note = Note(text=fields["text"], owner_id=current_user.id)
+        db.session.add(note)
+        db.session.flush()
+        audit("note_created", f"note {note.id}")
+        return note
+
+
+# Ids beyond PostgreSQL's integer range cannot exist: they are 404s, not database errors.
+@blp.route("/<int(max=2147483647):note_id>")
+class NoteById(MethodView):
+    @login_required
+    @blp.response(200, NoteSchema)
+    @blp.alt_response(404, description="No note of yours has this id.")
+    def get(self, note_id):
+        """One of your notes."""
+        return own_note_or_404(note_id)
+
+    @login_required
+    @blp.arguments(NoteUpdateSchema)
+    @blp.response(200, NoteSchema)
+    @blp.alt_response(404, description="No note of yours has this id.")
+    def patch(self, changes, note_id):
+        """Change the text of one of your notes."""
+        note = own_note_or_404(note_id)
+        note.text = changes["text"]
+        db.session.flush()  # sets updated_at for the response
+        audit("note_updated", f"note {note.id}")
+        return note
+
+    @login_required
+    @blp.response(204)
+    @blp.alt_response(404, description="No note of yours has this id.")
+    def delete(self, note_id):
+        """Delete one of your notes."""
+        note = own_note_or_404(note_id)
+        db.session.delete(note)
+        audit("note_deleted", f"note {note_id}")

@@ -1,0 +1,49 @@
+"""Page-numbered lists: the query arguments, the metadata in the body, and the query itself."""
+
+from marshmallow import Schema, fields, validate
+from sqlalchemy import Select
+
+from devlab.extensions import db
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+# Keeps OFFSET within a PostgreSQL bigint whatever the client asks for.
+MAX_PAGE = 2**31 - 1
+
+
+class PageQuerySchema(Schema):
+    page = fields.Integer(
+        load_default=1,
+        validate=validate.Range(min=1, max=MAX_PAGE),
+        metadata={"description": "Page number, from 1."},
+    )
+    page_size = fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE,
+        validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
+        metadata={"description": f"Items per page, 1 to {MAX_PAGE_SIZE}."},
+    )
+
+
+class PageSchema(Schema):
+    """Metadata every list response carries beside its items."""
+
+    total = fields.Integer(required=True, metadata={"description": "Items on all pages."})
+    page = fields.Integer(required=True)
+    page_size = fields.Integer(required=True)
+    pages = fields.Integer(required=True, metadata={"description": "Number of pages."})
+
+
+def page_of(statement: Select, items_key: str, query: dict) -> dict:
+    """Run the page of `statement` that `query` (a loaded PageQuerySchema) asks for.
+
+    The result holds the items under `items_key` beside the metadata of a PageSchema.
+    """
+    page, page_size = query["page"], query["page_size"]
+    pagination = db.paginate(statement, page=page, per_page=page_size, error_out=False, count=True)
+    return {
+        items_key: pagination.items,
+        "total": pagination.total,
+        "page": page,
+        "page_size": page_size,
+        "pages": pagination.pages,
+    }

@@ -1,0 +1,142 @@
+"""Fixtures: one app on a freshly migrated PostgreSQL schema, empty tables for every test."""
+
+import os
+
+import psycopg2
+import pytest
+from flask_migrate import upgrade
+from psycopg2 import sql
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from config import normalize_database_url
+from devlab import create_app
+from devlab.extensions import db
+
+TEST_DATABASE_URL = normalize_database_url(
+    os.environ.get("TEST_DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:5432/devlab_test")
+)
+TEST_SETTINGS = {
+    "TESTING": True,
+    "SQLALCHEMY_DATABASE_URI": TEST_DATABASE_URL,
+    "JWT_SECRET_KEY": "test-signing-key-that-is-long-enough-for-hs256",
+    # Cheap hashing keeps the suite fast; production costs are set in config.py.
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_KIB": 8,
+    "ARGON2_PARALLELISM": 1,
+}
+PASSWORD = "correct horse battery staple"
+
+
+def _create_test_database(url: str) -> None:
+    """Create the test database if it is missing; stop the run if PostgreSQL is not there."""
+    target = make_url(url)
+    try:
+        connection = psycopg2.connect(
+            host=target.host,
+            port=target.port or 5432,
+            user=target.username,
+            password=target.password,
+            dbname="postgres",
+            connect_timeout=5,
+        )
+    except psycopg2.OperationalError as error:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {target.render_as_string(hide_password=True)}: "
+            f"{str(error).strip()}\nStart PostgreSQL or set TEST_DATABASE_URL.",
+            returncode=3,
+        )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,))
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.database)))
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def app():
+    """One app and one freshly migrated schema for the whole run."""
+    _create_test_database(TEST_DATABASE_URL)
+    app = create_app(TEST_SETTINGS)
+    with app.app_context():
+        db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        db.session.commit()
+        upgrade()  # the real migrations, so every run tests them too
+    return app
+
+
+@pytest.fixture(autouse=True)
+def empty_tables(app):
+    with app.app_context():
+        tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+        db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        db.session.commit()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Accounts:
+    """Sign users up, log them in, and make admins, through the API as a client would."""
+
+    def __init__(self, app, client):
+        self._app = app
+        self._client = client
+
+    def signup(self, username: str = "alice", password: str = PASSWORD, **extra) -> dict:
+        response = self._client.post(
+            "/signup",
+            json={"username": username, "email": f"{username}@example.com", "password": password},
+            **extra,
+        )
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    def token(self, username: str = "alice", password: str = PASSWORD) -> str:
+        response = self._client.post("/login", json={"username": username, "password": password})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["access_token"]
+
+    def headers(self, username: str = "alice") -> dict:
+        """Sign `username` up and return the bearer header of a fresh login."""
+        self.signup(username)
+        return {"Authorization": f"Bearer {self.token(username)}"}
+
+    def make_admin(self, username: str) -> None:
+        result = self._app.test_cli_runner().invoke(args=["promote-admin", username])
+        assert result.exit_code == 0, result.output
+
+    def admin_headers(self, username: str = "root") -> dict:
+        headers = self.headers(username)
+        self.make_admin(username)
+        return headers
+
+
+@pytest.fixture
+def accounts(app, client):
+    return Accounts(app, client)
+
+
+@pytest.fixture
+def audit_rows(app):
+    """Read the audit trail straight from the database, oldest first."""
+    from devlab.models import AuditLog
+
+    def read(action: str | None = None) -> list[AuditLog]:
+        with app.app_context():
+            statement = db.select(AuditLog).order_by(AuditLog.id)
+            if action is not None:
+                statement = statement.where(AuditLog.action == action)
+            rows = db.session.scalars(statement).all()
+            db.session.expunge_all()
+            return rows
+
+    return read
