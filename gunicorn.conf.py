@@ -8,5 +8,5 @@ timeout = 30
 # Access log: method, path, status, size, time. No query strings, headers or bodies,
 # so a token or password can never end up in a log line.
 accesslog = "-"
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+access_log_format = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"

@@ -1,0 +1,163 @@
+"""Bad input gets a clear JSON error, never HTML, a stack trace or a 500."""
+
+import pytest
+
+from devlab import create_app
+from tests.conftest import PASSWORD, TEST_SETTINGS
+
+
+def assert_json_error(response, status: int) -> dict:
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["code"] == status
+    assert body["message"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+@pytest.mark.parametrize(
+    "body", ['{"username": "alice",', "{'single': 'quotes'}", "\xff\xfe", "nul\x00l"]
+)
+def test_malformed_json_answers_400(client, body):
+    response = client.post("/signup", data=body, content_type="application/json")
+
+    assert_json_error(response, 400)
+
+
+@pytest.mark.parametrize("body", ["[]", '"a string"', "42", "null"])
+def test_json_that_is_not_an_object_answers_422(client, body):
+    response = client.post("/signup", data=body, content_type="application/json")
+
+    assert_json_error(response, 422)
+
+
+def test_wrong_typed_field_answers_422_keyed_by_field(client, accounts):
+    headers = accounts.headers("alice")
+
+    response = client.post("/notes", json={"text": 42}, headers=headers)
+
+    body = assert_json_error(response, 422)
+    assert body["errors"] == {"json": {"text": ["Not a valid string."]}}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/signup", {"username": "nul\x00byte", "email": "a@example.com", "password": PASSWORD}),
+        ("/signup", {"username": "alice", "email": "a@example.com", "password": "pass\x00word"}),
+        ("/signup", {"username": "alice", "email": "a@example.com", "password": "\ud800" * 8}),
+        ("/login", {"username": "nul\x00byte", "password": PASSWORD}),
+        ("/login", {"username": "\udfff", "password": PASSWORD}),
+    ],
+    ids=["nul-username", "nul-password", "lone-surrogate-password", "nul-login", "surrogate-login"],
+)
+def test_text_that_postgresql_or_utf8_cannot_hold_answers_422(client, path, body):
+    response = client.post(path, json=body)
+
+    assert_json_error(response, 422)
+
+
+@pytest.mark.parametrize("text", ["nul\x00", "lone \ud83d surrogate"])
+def test_unstorable_note_text_answers_422_and_stores_nothing(client, accounts, text):
+    headers = accounts.headers("alice")
+
+    response = client.post("/notes", json={"text": text}, headers=headers)
+
+    assert_json_error(response, 422)
+    assert client.get("/notes", headers=headers).get_json()["total"] == 0
+
+
+def test_unknown_route_answers_json_404(client):
+    body = assert_json_error(client.get("/no/such/route"), 404)
+
+    assert body["status"] == "Not Found"
+
+
+def test_wrong_method_answers_json_405_with_allow(client):
+    response = client.put("/signup", json={})
+
+    assert_json_error(response, 405)
+    assert "POST" in response.headers["Allow"]
+
+
+def test_body_over_one_mebibyte_answers_413(client):
+    oversized = '{"text": "' + "x" * (1024 * 1024) + '"}'
+
+    response = client.post("/signup", data=oversized, content_type="application/json")
+
+    assert_json_error(response, 413)
+
+
+@pytest.mark.parametrize(
+    "query", ["page=0", "page=abc", "page_size=0", "page_size=101", "page=-1", "page=1e3"]
+)
+def test_pagination_outside_its_bounds_answers_422(client, accounts, query):
+    headers = accounts.headers("alice")
+
+    response = client.get(f"/notes?{query}", headers=headers)
+
+    assert_json_error(response, 422)
+
+
+def test_a_huge_page_number_is_an_empty_page_not_an_error(client, accounts):
+    headers = accounts.headers("alice")
+
+    response = client.get("/notes?page=2147483647&page_size=100", headers=headers)
+
+    assert response.status_code == 200
+    assert response.get_json()["notes"] == []
+
+
+@pytest.mark.parametrize("path", ["/notes/99999999999999999999", "/notes/-1", "/notes/abc"])
+def test_ids_that_cannot_exist_answer_404(client, accounts, path):
+    headers = accounts.headers("alice")
+
+    assert_json_error(client.get(path, headers=headers), 404)
+
+
+def test_an_unexpected_failure_answers_json_500_without_details():
+    app = create_app(TEST_SETTINGS)
+
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/explode")
+
+    body = assert_json_error(response, 500)
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert body["message"] == "Internal server error."
+
+
+@pytest.fixture
+def client_without_database():
+    """An app whose database does not answer: nothing listens on port 1."""
+    app = create_app(
+        TEST_SETTINGS | {"SQLALCHEMY_DATABASE_URI": "postgresql://postgres@127.0.0.1:1/devlab"}
+    )
+    return app.test_client()
+
+
+def test_without_database_health_stays_up_and_dbstatus_answers_503(client_without_database):
+    assert client_without_database.get("/health").get_json() == {"status": "ok"}
+
+    response = client_without_database.get("/dbstatus")
+
+    assert_json_error(response, 503)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/login", {"username": "alice", "password": PASSWORD}),
+        ("post", "/signup", {"username": "alice", "email": "a@example.com", "password": PASSWORD}),
+    ],
+)
+def test_without_database_routes_that_need_it_answer_503(
+    client_without_database, method, path, body
+):
+    response = getattr(client_without_database, method)(path, json=body)
+
+    body = assert_json_error(response, 503)
+    assert "database" in body["message"].lower()

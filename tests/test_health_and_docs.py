@@ -1,0 +1,90 @@
+"""The service's front door: /, /health, /dbstatus, the OpenAPI document and Swagger UI."""
+
+import re
+
+
+def test_root_names_the_service_and_points_to_the_docs(client):
+    response = client.get("/")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["name"] == "DevLab"
+    assert body["version"] == "1.0.0"
+    assert body["docs"] == "/docs"
+
+
+def test_health_is_ok(client):
+    assert client.get("/health").get_json() == {"status": "ok"}
+
+
+def test_dbstatus_is_ok_when_postgresql_answers(client):
+    response = client.get("/dbstatus")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"database": "ok"}
+
+
+def test_openapi_document_lists_every_route(client):
+    spec = client.get("/openapi.json").get_json()
+
+    assert spec["openapi"].startswith("3.")
+    assert {
+        "/",
+        "/health",
+        "/dbstatus",
+        "/signup",
+        "/login",
+        "/me",
+        "/notes",
+        "/notes/{note_id}",
+        "/admin/users",
+        "/admin/promote/{user_id}",
+        "/audit/logs",
+    } <= set(spec["paths"])
+
+
+def test_openapi_document_declares_bearer_auth_on_protected_routes(client):
+    spec = client.get("/openapi.json").get_json()
+
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["passwordLogin"]["flows"]["password"]["tokenUrl"] == "/login"
+    paths = spec["paths"]
+    for path, method in [
+        ("/me", "get"),
+        ("/notes", "post"),
+        ("/notes/{note_id}", "delete"),
+        ("/admin/users", "get"),
+        ("/audit/logs", "get"),
+    ]:
+        assert {"bearerAuth": []} in paths[path][method]["security"], (path, method)
+        assert "401" in paths[path][method]["responses"]
+    assert "403" in paths["/admin/promote/{user_id}"]["post"]["responses"]
+    assert "security" not in paths["/signup"]["post"]
+
+
+def test_openapi_document_describes_login_as_json_and_as_a_form(client):
+    spec = client.get("/openapi.json").get_json()
+
+    content = spec["paths"]["/login"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "application/x-www-form-urlencoded"}
+
+
+def test_openapi_document_never_exposes_a_password_in_responses(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+
+    assert "password" not in schemas["User"]["properties"]
+    assert "hashed_password" not in schemas["User"]["properties"]
+
+
+def test_swagger_ui_is_served_from_our_own_files(client):
+    page = client.get("/docs")
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets, html
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        assert client.get(asset).status_code == 200
+    assert "/openapi.json" in html

@@ -1,0 +1,168 @@
+"""The real thing: gunicorn serving the app, and the `flask` command refusing bad settings."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, TEST_DATABASE_URL
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clean_env(**settings: str) -> dict:
+    """The environment without any DevLab setting of the developer's own, plus `settings`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_"))
+    }
+    return env | {"FLASK_APP": "wsgi"} | settings
+
+
+def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int, dict]:
+    request = urllib.request.Request(base + path, method=method)
+    if body is not None:
+        request.data = json.dumps(body).encode()
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """gunicorn with two workers on PostgreSQL, in development with no JWT secret set."""
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = clean_env(
+        DATABASE_URL=TEST_DATABASE_URL,
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+        ARGON2_TIME_COST="1",
+        ARGON2_MEMORY_KIB="8",
+        ARGON2_PARALLELISM="1",
+    )
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+            cwd=PROJECT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if call(base, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield base, log
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_gunicorn_workers_share_one_signing_key(gunicorn):
+    """Tokens issued by either worker are accepted by both, with no JWT_SECRET_KEY set."""
+    base, log = gunicorn
+    signup = {"username": "alice", "email": "a@example.com", "password": PASSWORD}
+    assert call(base, "POST", "/signup", signup)[0] == 201
+    credentials = {"username": "alice", "password": PASSWORD}
+
+    def login_then_me(_):
+        token = call(base, "POST", "/login", credentials)[1]["access_token"]
+        return call(base, "GET", "/me", token=token)
+
+    # Concurrent clients keep one worker busy, so the other one serves too.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(login_then_me, range(48)))
+
+    assert all(status == 200 and me["username"] == "alice" for status, me in answers), answers
+    time.sleep(0.5)  # let the access log reach the file
+    written = log.read_text()
+    login_pids = set(re.findall(r'^<(\d+)> \S+ "POST /login" 200', written, re.M))
+    me_pids = set(re.findall(r'^<(\d+)> \S+ "GET /me" 200', written, re.M))
+    assert len(login_pids) == len(me_pids) == 2, written
+
+
+def test_gunicorn_logs_no_password_or_token(gunicorn):
+    base, log = gunicorn
+    call(
+        base, "POST", "/signup", {"username": "bob", "email": "b@example.com", "password": PASSWORD}
+    )
+    token = call(base, "POST", "/login", {"username": "bob", "password": PASSWORD})[1][
+        "access_token"
+    ]
+    call(base, "POST", "/login", {"username": "bob", "password": "wrong password!"})
+    call(base, "GET", "/me", token=token)
+    call(base, "GET", "/me", token=token + "tampered")
+
+    time.sleep(0.5)
+    written = log.read_text()
+    assert '"POST /login" 401' in written
+    for secret in (PASSWORD, "wrong password!", token, token.split(".")[2]):
+        assert secret not in written
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        ({"DEVLAB_ENV": "production"}, "JWT_SECRET_KEY"),
+        ({"DEVLAB_ENV": "production", "JWT_SECRET_KEY": "change-me"}, "JWT_SECRET_KEY"),
+        ({"JWT_ACCESS_TOKEN_MINUTES": "soon"}, "JWT_ACCESS_TOKEN_MINUTES"),
+        ({"TRUSTED_PROXY_HOPS": "-1"}, "TRUSTED_PROXY_HOPS"),
+    ],
+)
+def test_flask_refuses_to_start_with_bad_settings(settings, variable):
+    result = subprocess.run(
+        [BIN / "flask", "routes"],
+        cwd=PROJECT,
+        env=clean_env(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert variable in result.stderr
+
+
+def test_gunicorn_exits_non_zero_in_production_without_a_secret():
+    result = subprocess.run(
+        [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        cwd=PROJECT,
+        env=clean_env(DEVLAB_ENV="production", PORT=str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "JWT_SECRET_KEY" in result.stdout + result.stderr
