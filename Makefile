@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PORT ?= 8005
 export FLASK_APP := wsgi
 
 .PHONY: run test lint migrate clean
@@ -25,7 +24,7 @@ migrate: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
 
 run: migrate
-	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,7 +34,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
 	@command -v docker-compose >/dev/null || { \
-		echo "docker-compose not found; installing Debian's package"; \
+		echo "docker-compose not found: installing Debian's package (needs root)"; \
 		apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length docker-compose config --quiet
 
