@@ -1,0 +1,440 @@
+"""The audit trail: what each request records, who may read it, and that nobody can change it."""
+
+import pytest
+
+from devlab.extensions import db
+from devlab.models import User
+
+ALICES_PASSWORD = "alice-only-knows-this-one"
+WRONG_PASSWORD = "not the password at all 123"
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def write_note(client, headers: dict, text: str = "a note") -> dict:
+    response = client.post("/notes", json={"text": text}, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def request_of(row) -> tuple:
+    """What a row says about the request that wrote it."""
+    return (row.user_id, row.ip, row.method, row.path, row.status_code)
+
+
+def snapshot(audit_rows) -> list[tuple]:
+    return [(row.id, row.action, row.detail, row.user_id) for row in audit_rows()]
+
+
+# --- reading the trail ------------------------------------------------------------------------
+
+
+def test_the_audit_log_without_a_token_answers_401(client):
+    response = client.get("/audit/logs")
+
+    assert response.status_code == 401
+    assert response.get_json()["code"] == 401
+
+
+def test_the_audit_log_answers_403_to_a_normal_user(client, accounts):
+    headers = accounts.headers("alice")
+
+    response = client.get("/audit/logs", headers=headers)
+
+    assert response.status_code == 403
+    assert response.get_json()["code"] == 403
+
+
+def test_the_audit_log_is_newest_first(client, accounts, audit_rows):
+    headers = accounts.admin_headers("root")
+    note = write_note(client, headers)
+    client.patch(f"/notes/{note['id']}", json={"text": "changed"}, headers=headers)
+    client.delete(f"/notes/{note['id']}", headers=headers)
+
+    response = client.get("/audit/logs", headers=headers)
+
+    assert response.status_code == 200
+    logs = response.get_json()["logs"]
+    assert [log["id"] for log in logs] == [row.id for row in reversed(audit_rows())]
+    assert [log["action"] for log in logs[:3]] == ["note_deleted", "note_updated", "note_created"]
+
+
+def test_the_audit_log_shows_every_field_of_a_row(client, accounts, audit_rows):
+    headers = accounts.admin_headers("root")
+    write_note(client, headers)
+    (row,) = audit_rows("note_created")
+
+    response = client.get("/audit/logs?action=note_created", headers=headers)
+
+    (log,) = response.get_json()["logs"]
+    assert log["id"] == row.id
+    assert log["detail"] == row.detail
+    assert (log["user_id"], log["ip"], log["method"], log["path"], log["status_code"]) == (
+        request_of(row)
+    )
+    assert log["created_at"]
+
+
+def test_the_audit_log_pages(client, accounts, audit_rows):
+    headers = accounts.admin_headers("root")
+    for n in range(4):
+        write_note(client, headers, f"note {n}")
+    newest_first = [row.id for row in reversed(audit_rows())]
+
+    response = client.get("/audit/logs?page=2&page_size=3", headers=headers)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    total = len(newest_first)
+    assert (body["total"], body["page"], body["page_size"]) == (total, 2, 3)
+    assert body["pages"] == -(-total // 3)
+    assert [log["id"] for log in body["logs"]] == newest_first[3:6]
+
+
+def test_the_audit_log_filters_by_action(client, accounts):
+    headers = accounts.admin_headers("root")
+    write_note(client, headers, "one")
+    write_note(client, headers, "two")
+
+    response = client.get("/audit/logs?action=note_created", headers=headers)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["total"] == 2
+    assert {log["action"] for log in body["logs"]} == {"note_created"}
+
+
+def test_the_audit_log_filters_by_acting_user(client, accounts, audit_rows):
+    admin_headers = accounts.admin_headers("root")
+    bob = accounts.signup("bob")
+    write_note(client, bearer(accounts.token("bob")), "bob's")
+    write_note(client, admin_headers, "root's")
+    bobs_rows = [row.id for row in reversed(audit_rows()) if row.user_id == bob["id"]]
+
+    response = client.get(f"/audit/logs?user_id={bob['id']}", headers=admin_headers)
+
+    assert response.status_code == 200
+    logs = response.get_json()["logs"]
+    assert [log["id"] for log in logs] == bobs_rows
+    assert {log["action"] for log in logs} == {"signup", "login_success", "note_created"}
+
+
+def test_the_audit_log_combines_filters(client, accounts):
+    admin_headers = accounts.admin_headers("root")
+    bob = accounts.signup("bob")
+    write_note(client, bearer(accounts.token("bob")), "bob's")
+    write_note(client, admin_headers, "root's")
+
+    response = client.get(
+        f"/audit/logs?action=note_created&user_id={bob['id']}", headers=admin_headers
+    )
+
+    (log,) = response.get_json()["logs"]
+    assert (log["action"], log["user_id"]) == ("note_created", bob["id"])
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("action=note_exploded", "action"),
+        ("action=", "action"),
+        ("user_id=abc", "user_id"),
+        ("user_id=0", "user_id"),
+        ("user_id=99999999999999999999", "user_id"),
+        ("page=0", "page"),
+        ("page_size=101", "page_size"),
+    ],
+)
+def test_a_bad_audit_log_filter_answers_422(client, accounts, query, field):
+    headers = accounts.admin_headers("root")
+
+    response = client.get(f"/audit/logs?{query}", headers=headers)
+
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]["query"]
+
+
+# --- what each action records -----------------------------------------------------------------
+
+
+def test_signup_is_recorded_as_the_new_user(accounts, audit_rows):
+    user = accounts.signup("alice")
+
+    (row,) = audit_rows("signup")
+    assert request_of(row) == (user["id"], "127.0.0.1", "POST", "/signup", 201)
+    assert "alice" in row.detail
+
+
+def test_a_successful_login_is_recorded_as_that_user(accounts, audit_rows):
+    user = accounts.signup("alice")
+
+    accounts.token("alice")
+
+    (row,) = audit_rows("login_success")
+    assert request_of(row) == (user["id"], "127.0.0.1", "POST", "/login", 200)
+
+
+@pytest.mark.parametrize("attempted", ["alice", "ALICE"])
+def test_a_failed_login_of_an_existing_user_is_recorded_against_that_user(
+    client, accounts, audit_rows, attempted
+):
+    user = accounts.signup("alice")
+
+    response = client.post("/login", json={"username": attempted, "password": WRONG_PASSWORD})
+
+    assert response.status_code == 401
+    (row,) = audit_rows("login_failed")
+    assert request_of(row) == (user["id"], "127.0.0.1", "POST", "/login", 401)
+    assert attempted in row.detail
+    assert audit_rows("login_success") == []
+
+
+def test_a_failed_login_of_an_unknown_user_is_recorded_without_a_user(client, accounts, audit_rows):
+    accounts.signup("alice")
+
+    response = client.post("/login", json={"username": "mallory", "password": WRONG_PASSWORD})
+
+    assert response.status_code == 401
+    (row,) = audit_rows("login_failed")
+    assert request_of(row) == (None, "127.0.0.1", "POST", "/login", 401)
+    assert "mallory" in row.detail
+
+
+def test_a_note_being_written_is_recorded_as_its_owner(client, accounts, audit_rows):
+    user = accounts.signup("alice")
+    headers = bearer(accounts.token("alice"))
+
+    note = write_note(client, headers)
+
+    (row,) = audit_rows("note_created")
+    assert request_of(row) == (user["id"], "127.0.0.1", "POST", "/notes", 201)
+    assert str(note["id"]) in row.detail
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "action", "status"),
+    [
+        ("patch", {"text": "changed"}, "note_updated", 200),
+        ("delete", None, "note_deleted", 204),
+    ],
+)
+def test_a_note_being_changed_is_recorded_as_its_owner(
+    client, accounts, audit_rows, method, body, action, status
+):
+    user = accounts.signup("alice")
+    headers = bearer(accounts.token("alice"))
+    note = write_note(client, headers)
+    path = f"/notes/{note['id']}"
+
+    response = getattr(client, method)(path, json=body, headers=headers)
+
+    assert response.status_code == status
+    (row,) = audit_rows(action)
+    assert request_of(row) == (user["id"], "127.0.0.1", method.upper(), path, status)
+    assert str(note["id"]) in row.detail
+
+
+def test_a_promotion_is_recorded_as_the_acting_admin(client, accounts, audit_rows):
+    headers = accounts.admin_headers("root")
+    root_id = client.get("/me", headers=headers).get_json()["id"]
+    bob = accounts.signup("bob")
+
+    client.post(f"/admin/promote/{bob['id']}", headers=headers)
+
+    cli_row, row = audit_rows("user_promoted")  # the first is root's own, from the CLI
+    path = f"/admin/promote/{bob['id']}"
+    assert request_of(row) == (root_id, "127.0.0.1", "POST", path, 200)
+    assert str(bob["id"]) in row.detail
+    assert "bob" in row.detail
+    assert (cli_row.user_id, cli_row.ip) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer not-a-jwt"},
+        {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl"},
+        {"Authorization": "Token abc"},
+    ],
+    ids=["no-token", "garbage-token", "badly-signed-token", "wrong-scheme"],
+)
+def test_a_401_is_recorded_as_access_denied_without_a_user(client, accounts, audit_rows, headers):
+    accounts.signup("alice")
+
+    response = client.get("/notes", headers=headers)
+
+    assert response.status_code == 401
+    (row,) = audit_rows("access_denied")
+    assert request_of(row) == (None, "127.0.0.1", "GET", "/notes", 401)
+
+
+def test_a_403_is_recorded_as_access_denied_for_the_caller(client, accounts, audit_rows):
+    user = accounts.signup("alice")
+    headers = bearer(accounts.token("alice"))
+
+    response = client.get("/admin/users", headers=headers)
+
+    assert response.status_code == 403
+    (row,) = audit_rows("access_denied")
+    assert request_of(row) == (user["id"], "127.0.0.1", "GET", "/admin/users", 403)
+
+
+def test_a_403_on_promotion_is_recorded_and_nobody_is_promoted(client, accounts, audit_rows):
+    user = accounts.signup("alice")
+    headers = bearer(accounts.token("alice"))
+
+    response = client.post(f"/admin/promote/{user['id']}", headers=headers)
+
+    assert response.status_code == 403
+    (row,) = audit_rows("access_denied")
+    assert request_of(row) == (user["id"], "127.0.0.1", "POST", f"/admin/promote/{user['id']}", 403)
+    assert audit_rows("user_promoted") == []
+
+
+def test_the_token_of_a_deleted_user_is_recorded_as_access_denied_without_a_user(
+    app, client, accounts, audit_rows
+):
+    user = accounts.signup("alice")
+    headers = bearer(accounts.token("alice"))
+    with app.app_context():
+        db.session.delete(db.session.get(User, user["id"]))
+        db.session.commit()
+
+    response = client.get("/notes", headers=headers)
+
+    assert response.status_code == 401
+    (row,) = audit_rows("access_denied")
+    assert request_of(row) == (None, "127.0.0.1", "GET", "/notes", 401)
+
+
+def test_deleting_a_user_keeps_their_rows_without_a_user(app, client, accounts, audit_rows):
+    user = accounts.signup("alice")
+    write_note(client, bearer(accounts.token("alice")))
+    before = [(row.id, row.action) for row in audit_rows()]
+
+    with app.app_context():
+        db.session.delete(db.session.get(User, user["id"]))
+        db.session.commit()
+
+    after = audit_rows()
+    assert [(row.id, row.action) for row in after] == before
+    assert {row.user_id for row in after} == {None}
+
+
+# --- the recorded address ---------------------------------------------------------------------
+
+
+def test_the_recorded_ip_is_the_tcp_peer(accounts, audit_rows):
+    accounts.signup("alice", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+
+    (row,) = audit_rows("signup")
+    assert row.ip == "203.0.113.9"
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    ["6.6.6.6", "6.6.6.6, 7.7.7.7"],
+)
+def test_a_client_sent_x_forwarded_for_does_not_change_the_recorded_ip(
+    client, accounts, audit_rows, forwarded
+):
+    accounts.signup("alice")
+
+    client.post(
+        "/login",
+        json={"username": "alice", "password": WRONG_PASSWORD},
+        headers={"X-Forwarded-For": forwarded, "X-Real-IP": "6.6.6.6"},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"},
+    )
+    client.post(
+        "/login",
+        json={"username": "alice", "password": WRONG_PASSWORD},
+        headers={"X-Forwarded-For": forwarded},
+    )
+
+    assert [row.ip for row in audit_rows("login_failed")] == ["203.0.113.9", "127.0.0.1"]
+
+
+# --- what is not recorded ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"text": ""}, {"text": "x" * 10_001}, {"text": "ok", "owner_id": 1}, {}],
+    ids=["empty", "too-long", "unknown-field", "missing"],
+)
+def test_a_note_that_fails_validation_leaves_no_note_and_no_row(client, accounts, audit_rows, body):
+    headers = accounts.headers("alice")
+    before = snapshot(audit_rows)
+
+    response = client.post("/notes", json=body, headers=headers)
+
+    assert response.status_code == 422
+    assert client.get("/notes", headers=headers).get_json()["total"] == 0
+    assert audit_rows("note_created") == []
+    assert snapshot(audit_rows) == before
+
+
+@pytest.mark.parametrize(
+    ("caller", "method", "body"),
+    [
+        ("alice", "patch", {"text": ""}),
+        ("mallory", "patch", {"text": "defaced"}),
+        ("mallory", "delete", None),
+    ],
+    ids=["invalid-change", "someone-elses-change", "someone-elses-delete"],
+)
+def test_a_failed_change_to_a_note_writes_no_row(
+    client, accounts, audit_rows, caller, method, body
+):
+    callers = {"alice": accounts.headers("alice"), "mallory": accounts.headers("mallory")}
+    note = write_note(client, callers["alice"], "original")
+    before = snapshot(audit_rows)
+
+    response = getattr(client, method)(f"/notes/{note['id']}", json=body, headers=callers[caller])
+
+    assert response.status_code in (404, 422)
+    assert snapshot(audit_rows) == before
+    assert client.get(f"/notes/{note['id']}", headers=callers["alice"]).get_json() == note
+
+
+def test_no_row_ever_holds_a_password(client, accounts, audit_rows):
+    admin_headers = accounts.admin_headers("root")
+    accounts.signup("alice", password=ALICES_PASSWORD)
+    accounts.token("alice", password=ALICES_PASSWORD)
+    client.post("/login", json={"username": "alice", "password": WRONG_PASSWORD})
+    client.post("/login", json={"username": "nobody", "password": WRONG_PASSWORD})
+    client.post("/login", data={"username": "alice", "password": WRONG_PASSWORD})
+
+    response = client.get("/audit/logs?page_size=100", headers=admin_headers)
+
+    details = [row.detail or "" for row in audit_rows()]
+    assert len(details) >= 8
+    for detail in details:
+        assert ALICES_PASSWORD not in detail
+        assert WRONG_PASSWORD not in detail
+    text = response.get_data(as_text=True)
+    assert ALICES_PASSWORD not in text
+    assert WRONG_PASSWORD not in text
+
+
+# --- the trail cannot be rewritten ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+@pytest.mark.parametrize("path", ["/audit/logs", "/audit/logs/1"])
+def test_there_is_no_route_to_change_or_delete_audit_rows(
+    client, accounts, audit_rows, method, path
+):
+    headers = accounts.admin_headers("root")
+    before = snapshot(audit_rows)
+
+    response = getattr(client, method)(path, json={"action": "signup"}, headers=headers)
+
+    assert response.status_code in (404, 405)
+    assert response.is_json
+    assert response.get_json()["code"] == response.status_code
+    assert snapshot(audit_rows) == before
