@@ -157,6 +157,7 @@ class Config:
     JWT_ALGORITHM = "HS256"
     JWT_DECODE_ALGORITHMS = ["HS256"]
     JWT_TOKEN_LOCATION = ["headers"]
+    JWT_COOKIE_CSRF_PROTECT = False  # tokens travel only in headers, so no csrf claim
 
     TRUSTED_PROXY_HOPS = _int_from_env("TRUSTED_PROXY_HOPS", 0)
 

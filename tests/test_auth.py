@@ -171,6 +171,7 @@ def test_login_returns_a_bearer_token_with_role_claims(client):
     assert claims["is_admin"] is False
     assert claims["exp"] - claims["iat"] == 15 * 60
     assert claims["jti"]
+    assert "csrf" not in claims  # headers only: no cookie, so no CSRF token to carry
 
 
 def test_login_username_is_case_insensitive(client):

@@ -88,3 +88,10 @@ def test_swagger_ui_is_served_from_our_own_files(client):
         assert asset.startswith("/docs/assets/"), asset
         assert client.get(asset).status_code == 200
     assert "/openapi.json" in html
+
+
+def test_the_browser_favicon_is_served(client):
+    response = client.get("/favicon.ico")
+
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
