@@ -8,6 +8,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
+| JWT_REFRESH_TOKEN_DAYS   | 14                      | lifetime of a refresh token               |
 | TRUSTED_PROXY_HOPS       | 0                       | proxies whose X-Forwarded-For is believed |
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
@@ -153,6 +154,9 @@ class Config:
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(
         minutes=_int_from_env("JWT_ACCESS_TOKEN_MINUTES", 15, minimum=1)
+    )
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(
+        days=_int_from_env("JWT_REFRESH_TOKEN_DAYS", 14, minimum=1)
     )
     JWT_ALGORITHM = "HS256"
     JWT_DECODE_ALGORITHMS = ["HS256"]

@@ -1,4 +1,4 @@
-"""`flask promote-admin` and `flask create-admin`: the first admin without hand-written SQL."""
+"""Commands: the first admin without hand-written SQL, and housekeeping of revocations."""
 
 import sys
 
@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from devlab.audit.trail import record_cli
 from devlab.auth.schemas import SignupSchema
+from devlab.auth.tokens import prune_expired_families
 from devlab.errors import conflict_message
 from devlab.extensions import db
 from devlab.models import User
@@ -66,6 +67,16 @@ def create_admin(username: str, email: str, password_stdin: bool) -> None:
     click.echo(f"Created admin {user.username}.")
 
 
+@click.command("prune-revocations")
+@with_appcontext
+def prune_revocations() -> None:
+    """Delete the token revocation entries whose tokens have all expired."""
+    pruned = prune_expired_families()
+    db.session.commit()
+    click.echo(f"Pruned {pruned} expired token {'family' if pruned == 1 else 'families'}.")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(promote_admin)
     app.cli.add_command(create_admin)
+    app.cli.add_command(prune_revocations)

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, false, func, select
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text, false, func, select, true, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -38,6 +38,8 @@ class User(db.Model):
     email: Mapped[str] = mapped_column(String(EMAIL_MAX))
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Added after the FastAPI version; its server default keeps rows it writes valid.
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
@@ -55,6 +57,15 @@ class User(db.Model):
 
     def check_password(self, password: str) -> bool:
         return passwords.verify_password(self.hashed_password, password)
+
+    def revoke_tokens(self, keep_family: str | None = None) -> None:
+        """Revoke every token this user holds, except those of the family `keep_family`."""
+        statement = update(TokenFamily).where(
+            TokenFamily.user_id == self.id, TokenFamily.revoked_at.is_(None)
+        )
+        if keep_family is not None:
+            statement = statement.where(TokenFamily.id != keep_family)
+        db.session.execute(statement.values(revoked_at=utcnow()))
 
     @classmethod
     def by_username(cls, username: str) -> "User | None":
@@ -88,6 +99,35 @@ class Note(db.Model):
 
     # Serves both the foreign key and "my notes, newest first".
     __table_args__ = (Index("ix_notes_owner_id_created_at", owner_id, created_at),)
+
+
+class TokenFamily(db.Model):
+    """The tokens of one login: every refresh hands on the family, and revoking it ends them all.
+
+    Each token carries its family's id in a `fam` claim. Only the refresh token whose id is
+    `refresh_jti` may be used next; presenting an older one means it was stolen or replayed.
+    The row outlives the family's last token by nothing: `expires_at` is when that token
+    expires, and `flask prune-revocations` deletes rows past it.
+    """
+
+    __tablename__ = "token_families"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    refresh_jti: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = utcnow()
 
 
 class AuditLog(db.Model):

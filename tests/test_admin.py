@@ -8,7 +8,7 @@ import pytest
 from devlab.extensions import db
 from devlab.models import User
 
-USER_FIELDS = {"id", "username", "email", "is_admin", "created_at"}
+USER_FIELDS = {"id", "username", "email", "is_admin", "is_active", "created_at"}
 ADMIN_ROUTES = [("get", "/admin/users"), ("post", "/admin/promote/1"), ("get", "/audit/logs")]
 
 

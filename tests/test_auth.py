@@ -4,6 +4,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 import warnings
 
 import jwt as pyjwt
@@ -31,7 +32,8 @@ def test_signup_returns_the_user_without_any_password_field(client):
 
     assert response.status_code == 201
     user = response.get_json()
-    assert set(user) == {"id", "username", "email", "is_admin", "created_at"}
+    assert set(user) == {"id", "username", "email", "is_admin", "is_active", "created_at"}
+    assert user["is_active"] is True
     assert user["username"] == "alice"
     assert user["email"] == "alice@example.com"
     assert user["is_admin"] is False
@@ -240,26 +242,46 @@ def _unsigned(claims: dict) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims | {'exp': now + 600})}."
 
 
+def _bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+# Each builds an Authorization header from the family id of alice's live login, so that a
+# crafted token fails for its one flaw and not for lacking a family.
 BAD_AUTHORIZATIONS = {
-    "missing": None,
-    "basic": "Basic YWxpY2U6cGFzc3dvcmQ=",
-    "empty-bearer": "Bearer ",
-    "bearer-without-space": "Bearer",
-    "garbage": "Bearer not.a.jwt",
-    "two-tokens": "Bearer a b",
-    "bad-signature": "Bearer " + _token({"sub": "1"}, key="another-key-another-key-another-key"),
-    "expired": "Bearer " + _token({"sub": "1", "exp": int(time.time()) - 10}),
-    "alg-none": "Bearer " + _unsigned({"sub": "1", "type": "access"}),
-    "hs512": "Bearer " + _token({"sub": "1"}, algorithm="HS512"),
-    "non-numeric-sub": "Bearer " + _token({"sub": "alice"}),
-    "unknown-user": "Bearer " + _token({"sub": "999999"}),
+    "missing": lambda fam: None,
+    "basic": lambda fam: "Basic YWxpY2U6cGFzc3dvcmQ=",
+    "empty-bearer": lambda fam: "Bearer ",
+    "bearer-without-space": lambda fam: "Bearer",
+    "garbage": lambda fam: "Bearer not.a.jwt",
+    "two-tokens": lambda fam: "Bearer a b",
+    "bad-signature": lambda fam: _bearer(
+        _token({"sub": "1", "fam": fam}, key="another-key-another-key-another-key")
+    ),
+    "expired": lambda fam: _bearer(_token({"sub": "1", "fam": fam, "exp": int(time.time()) - 10})),
+    "alg-none": lambda fam: _bearer(_unsigned({"sub": "1", "fam": fam, "type": "access"})),
+    "hs512": lambda fam: _bearer(_token({"sub": "1", "fam": fam}, algorithm="HS512")),
+    "non-numeric-sub": lambda fam: _bearer(_token({"sub": "alice", "fam": fam})),
+    "someone-elses-family": lambda fam: _bearer(_token({"sub": "2", "fam": fam})),
+    "no-family": lambda fam: _bearer(_token({"sub": "1"})),
+    "unknown-family": lambda fam: _bearer(_token({"sub": "1", "fam": str(uuid.uuid4())})),
+    "refresh-token-as-access": lambda fam: _bearer(
+        _token({"sub": "1", "fam": fam, "type": "refresh"})
+    ),
 }
+
+
+def alices_family(client, accounts) -> str:
+    """Sign alice (user 1) and bob (user 2) up; return the family id of alice's login."""
+    accounts.signup("alice")
+    accounts.signup("bob")
+    return pyjwt.decode(accounts.token("alice"), SIGNING_KEY, algorithms=["HS256"])["fam"]
 
 
 @pytest.mark.parametrize("authorization", BAD_AUTHORIZATIONS.values(), ids=BAD_AUTHORIZATIONS)
 def test_every_kind_of_bad_token_answers_json_401(client, accounts, authorization):
-    accounts.signup("alice")  # user 1 exists, so only the token's flaw is tested
-    headers = {"Authorization": authorization} if authorization is not None else {}
+    header = authorization(alices_family(client, accounts))
+    headers = {"Authorization": header} if header is not None else {}
 
     response = client.get("/me", headers=headers)
 
@@ -273,8 +295,10 @@ def test_every_kind_of_bad_token_answers_json_401(client, accounts, authorizatio
 
 def test_a_token_from_our_key_with_the_right_user_is_accepted(client, accounts):
     """The control for the test above: its crafted tokens fail for their flaw alone."""
-    accounts.signup("alice")
+    fam = alices_family(client, accounts)
 
-    response = client.get("/me", headers={"Authorization": "Bearer " + _token({"sub": "1"})})
+    response = client.get(
+        "/me", headers={"Authorization": _bearer(_token({"sub": "1", "fam": fam}))}
+    )
 
     assert response.status_code == 200

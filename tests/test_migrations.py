@@ -52,6 +52,19 @@ def test_migrations_build_the_schema_on_sqlite_too(sqlite_app):
         assert differences_from_models() == []
 
 
+def test_migrations_go_down_and_up_on_sqlite_keeping_case_insensitive_uniqueness(sqlite_app):
+    with sqlite_app.app_context():
+        upgrade()
+        downgrade(revision="base")
+        upgrade()
+
+        index_sql = db.session.scalars(
+            text("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users'")
+        ).all()
+    assert any("lower(username)" in sql for sql in index_sql if sql)
+    assert any("lower(email)" in sql for sql in index_sql if sql)
+
+
 def test_sqlite_default_serves_the_whole_flow(sqlite_app):
     with sqlite_app.app_context():
         upgrade()

@@ -1,5 +1,5 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 
 from devlab.admin.schemas import UserListSchema
@@ -12,6 +12,32 @@ from devlab.pagination import PageQuerySchema, page_of
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")
 
+# Ids beyond PostgreSQL's integer range cannot exist: they are 404s, not database errors.
+USER_ID = "<int(max=2147483647):user_id>"
+NOT_FOUND = "No user has this id."
+
+
+def user_or_404(user_id: int) -> User:
+    return db.get_or_404(User, user_id, description="User not found.")
+
+
+def ensure_another_active_admin(user: User) -> None:
+    """Refuse to take the admin role from the last active admin: 409.
+
+    The active admins' rows stay locked until the request commits, so two admins demoting or
+    deactivating each other at the same moment cannot both succeed.
+    """
+    active_admin_ids = db.session.scalars(
+        select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
+    ).all()
+    if active_admin_ids == [user.id]:
+        abort(409, message="This is the last active admin; make another admin first.")
+    db.session.refresh(user)  # as it is now that the lock is ours
+
+
+def unchanged_note(changed: bool, state: str) -> str:
+    return "" if changed else f" (already {state})"
+
 
 @blp.route("/users")
 class Users(MethodView):
@@ -23,19 +49,78 @@ class Users(MethodView):
         return page_of(select(User).order_by(User.id), "users", query)
 
 
-@blp.route("/promote/<int(max=2147483647):user_id>")
+@blp.route(f"/promote/{USER_ID}")
 class Promote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_response(404, description="No user has this id.")
+    @blp.alt_response(404, description=NOT_FOUND)
     def post(self, user_id):
         """Make a user an admin.
 
         Takes effect at once, also for tokens the user already holds. Promoting an admin
         changes nothing and answers the same.
         """
-        user = db.get_or_404(User, user_id, description="User not found.")
-        already = " (already an admin)" if user.is_admin else ""
+        user = user_or_404(user_id)
+        changed = not user.is_admin
         user.is_admin = True
-        audit("user_promoted", f"promoted user {user.id} ({user.username}){already}")
+        note = unchanged_note(changed, "an admin")
+        audit("user_promoted", f"promoted user {user.id} ({user.username}){note}")
+        return user
+
+
+@blp.route(f"/demote/{USER_ID}")
+class Demote(MethodView):
+    @admin_required
+    @blp.response(200, UserSchema)
+    @blp.alt_response(404, description=NOT_FOUND)
+    @blp.alt_response(409, description="The user is the last active admin.")
+    def post(self, user_id):
+        """Take the admin role away from a user.
+
+        Takes effect at once: the user's tokens keep working, but admin routes answer 403.
+        Demoting a normal user changes nothing and answers the same.
+        """
+        user = user_or_404(user_id)
+        ensure_another_active_admin(user)
+        changed = user.is_admin
+        user.is_admin = False
+        note = unchanged_note(changed, "not an admin")
+        audit("user_demoted", f"demoted user {user.id} ({user.username}){note}")
+        return user
+
+
+@blp.route(f"/users/{USER_ID}/deactivate")
+class Deactivate(MethodView):
+    @admin_required
+    @blp.response(200, UserSchema)
+    @blp.alt_response(404, description=NOT_FOUND)
+    @blp.alt_response(409, description="The user is the last active admin.")
+    def post(self, user_id):
+        """Deactivate an account.
+
+        The user can no longer log in, and every token they hold is refused at once and
+        stays revoked if the account is activated again.
+        """
+        user = user_or_404(user_id)
+        ensure_another_active_admin(user)
+        changed = user.is_active
+        user.is_active = False
+        user.revoke_tokens()
+        note = unchanged_note(changed, "inactive")
+        audit("user_deactivated", f"deactivated user {user.id} ({user.username}){note}")
+        return user
+
+
+@blp.route(f"/users/{USER_ID}/activate")
+class Activate(MethodView):
+    @admin_required
+    @blp.response(200, UserSchema)
+    @blp.alt_response(404, description=NOT_FOUND)
+    def post(self, user_id):
+        """Activate an account again; the user logs in anew."""
+        user = user_or_404(user_id)
+        changed = not user.is_active
+        user.is_active = True
+        note = unchanged_note(changed, "active")
+        audit("user_activated", f"activated user {user.id} ({user.username}){note}")
         return user

@@ -27,9 +27,16 @@ ACTIONS = (
     "user_promoted",
     "access_denied",
     "admin_created",
+    "token_refreshed",
+    "token_reuse_detected",
+    "logout",
+    "password_changed",
+    "user_demoted",
+    "user_deactivated",
+    "user_activated",
 )
 # Written even though the request failed: the failure is what they record.
-FAILURE_ACTIONS = frozenset({"login_failed", "access_denied"})
+FAILURE_ACTIONS = frozenset({"login_failed", "access_denied", "token_reuse_detected"})
 
 
 @dataclass(frozen=True)
@@ -61,23 +68,31 @@ def audit(action: str, detail: str | None = None, *, actor: User | None = _TOKEN
     g.setdefault("audit_events", []).append(AuditEvent(action, detail, actor))
 
 
+def keep_changes_despite_failure() -> None:
+    """Commit this request's changes although it answers with an error.
+
+    For a failure that is itself a security measure, such as revoking a token family when a
+    used refresh token comes back: the revocation must outlive the 401 that reports it.
+    """
+    g.keep_changes_despite_failure = True
+
+
 def record_request(response: Response) -> Response:
     events: list[AuditEvent] = g.pop("audit_events", [])
-    succeeded = response.status_code < 400
-    if not succeeded:
-        kept = [event for event in events if event.action in FAILURE_ACTIONS]
-        rows = [_row_for(event, response) for event in kept]
+    keep_changes = response.status_code < 400 or g.pop("keep_changes_despite_failure", False)
+    if keep_changes:
+        rows = [_row_for(event, response) for event in events]
+    else:
+        rows = [_row_for(event, response) for event in events if event.action in FAILURE_ACTIONS]
         db.session.rollback()
         if not rows:
             return response
-    else:
-        rows = [_row_for(event, response) for event in events]
     db.session.add_all(rows)
     try:
         db.session.commit()
     except SQLAlchemyError as error:
-        if succeeded:
-            # The change is lost, so the client must not be told it succeeded.
+        if keep_changes:
+            # The change is lost, so the client must not be told it was made.
             return database_error_response(error)
         db.session.rollback()
         current_app.logger.error(

@@ -8,29 +8,16 @@ whose user is gone is refused.
 from functools import wraps
 from http import HTTPStatus
 
-from flask import current_app
-from flask_jwt_extended import create_access_token, get_current_user, jwt_required
+from flask_jwt_extended import get_current_user, jwt_required
 from flask_smorest import Blueprint, abort
 
 from devlab.audit.trail import audit
+from devlab.auth.tokens import family_is_live
 from devlab.errors import error_response
 from devlab.extensions import db, jwt
 from devlab.models import User
 
 BEARER_SECURITY = [{"bearerAuth": []}, {"passwordLogin": []}]
-
-
-def issue_tokens(user: User) -> dict:
-    """The body of a successful login, as TokenSchema describes it."""
-    lifetime = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    token = create_access_token(
-        identity=str(user.id), additional_claims={"is_admin": user.is_admin}
-    )
-    return {
-        "access_token": token,
-        "token_type": "bearer",
-        "expires_in": int(lifetime.total_seconds()),
-    }
 
 
 def _documented(view, *statuses: int):
@@ -39,8 +26,13 @@ def _documented(view, *statuses: int):
 
 
 def login_required(view):
-    """Require a valid access token of an existing user."""
+    """Require a live access token of an existing, active user."""
     return _documented(jwt_required()(view), 401)
+
+
+def refresh_token_required(view):
+    """Require a live refresh token of an existing, active user."""
+    return _documented(jwt_required(refresh=True)(view), 401)
 
 
 def admin_required(view):
@@ -56,13 +48,20 @@ def admin_required(view):
     return _documented(jwt_required()(admins_only), 401, 403)
 
 
+@jwt.token_in_blocklist_loader
+def _is_revoked(_jwt_header: dict, jwt_data: dict) -> bool:
+    return not family_is_live(jwt_data)
+
+
 @jwt.user_lookup_loader
 def _load_user(_jwt_header: dict, jwt_data: dict) -> User | None:
+    """The token's user, if it still exists and is active; a deactivated user's tokens fail."""
     try:
         user_id = int(jwt_data["sub"])
     except (KeyError, TypeError, ValueError):
         return None
-    return db.session.get(User, user_id)
+    user = db.session.get(User, user_id)
+    return user if user is not None and user.is_active else None
 
 
 def _deny(message: str, reason: str):
@@ -87,12 +86,12 @@ def _expired_token(_jwt_header: dict, _jwt_data: dict):
 
 @jwt.user_lookup_error_loader
 def _unknown_user(_jwt_header: dict, _jwt_data: dict):
-    return _deny("Invalid token.", "token of a user who no longer exists")
+    return _deny("Invalid token.", "token of a user who no longer exists or is deactivated")
 
 
 @jwt.revoked_token_loader
 def _revoked_token(_jwt_header: dict, _jwt_data: dict):
-    return _deny("Token has been revoked.", "revoked token")
+    return _deny("Token has been revoked; log in again.", "revoked token")
 
 
 @jwt.needs_fresh_token_loader

@@ -1,10 +1,17 @@
 from flask.views import MethodView
-from flask_jwt_extended import current_user
+from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import Blueprint, abort
 
-from devlab.audit.trail import audit
-from devlab.auth.access import issue_tokens, login_required
-from devlab.auth.schemas import LoginSchema, SignupSchema, TokenSchema, UserSchema
+from devlab.audit.trail import audit, keep_changes_despite_failure
+from devlab.auth.access import login_required, refresh_token_required
+from devlab.auth.schemas import (
+    LoginSchema,
+    PasswordChangeSchema,
+    SignupSchema,
+    TokenSchema,
+    UserSchema,
+)
+from devlab.auth.tokens import current_family, hand_on, locked_current_family, start_family
 from devlab.extensions import db
 from devlab.models import User
 from devlab.passwords import spend_verification_time
@@ -18,9 +25,12 @@ class AuthBlueprint(Blueprint):
     }
 
 
-blp = AuthBlueprint("auth", __name__, description="Sign up, log in, and see who you are.")
+blp = AuthBlueprint(
+    "auth", __name__, description="Sign up, log in, refresh and revoke tokens, manage your account."
+)
 
 LOGIN_FAILED = "Incorrect username or password."
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 @blp.route("/signup")
@@ -47,20 +57,56 @@ class Login(MethodView):
         requestBody={"content": {"application/x-www-form-urlencoded": {"schema": LoginSchema}}}
     )
     def post(self, credentials):
-        """Log in and get a bearer token.
+        """Log in and get an access token and a refresh token.
 
-        Send JSON, or a form post as in the OAuth2 password flow. A wrong password and an
-        unknown username get the same answer.
+        Send JSON, or a form post as in the OAuth2 password flow. A wrong password, an unknown
+        username and a deactivated account all get the same answer.
         """
         username, password = credentials["username"], credentials["password"]
         user = User.by_username(username)
         if user is None:
             spend_verification_time(password)
-        if user is None or not user.check_password(password):
-            audit("login_failed", f"attempted username: {username}", actor=user)
-            abort(401, message=LOGIN_FAILED, headers={"WWW-Authenticate": "Bearer"})
+        if user is None or not user.check_password(password) or not user.is_active:
+            reason = " (account deactivated)" if user is not None and not user.is_active else ""
+            audit("login_failed", f"attempted username: {username}{reason}", actor=user)
+            abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
         audit("login_success", f"user {user.id} ({user.username})", actor=user)
-        return issue_tokens(user)
+        return start_family(user)
+
+
+@blp.route("/token/refresh")
+class TokenRefresh(MethodView):
+    @refresh_token_required
+    @blp.response(200, TokenSchema)
+    def post(self):
+        """Trade a refresh token for new access and refresh tokens.
+
+        Send the refresh token as the bearer token. Each refresh token works once: presenting
+        one that was already used revokes every token of that login.
+        """
+        family = locked_current_family()
+        if get_jwt()["jti"] != family.refresh_jti:
+            family.revoke()
+            keep_changes_despite_failure()
+            audit("token_reuse_detected", f"token family {family.id} revoked")
+            abort(
+                401,
+                message="This refresh token was already used; every token of this login is "
+                "revoked. Log in again.",
+                headers=BEARER_CHALLENGE,
+            )
+        audit("token_refreshed", f"token family {family.id}")
+        return hand_on(current_user, family)
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @login_required
+    @blp.response(204)
+    def post(self):
+        """Revoke this access token and every token of the same login."""
+        current_family().revoke()
+        audit("logout", f"token family {get_jwt()['fam']} revoked")
 
 
 @blp.route("/me")
@@ -70,3 +116,22 @@ class Me(MethodView):
     def get(self):
         """Your own account."""
         return current_user
+
+
+@blp.route("/me/password")
+class PasswordChange(MethodView):
+    @login_required
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(204)
+    def post(self, change):
+        """Change your password.
+
+        Every token you hold stops working, except this access token and the tokens of the
+        same login. A wrong current password answers 401 and changes nothing.
+        """
+        if not current_user.check_password(change["current_password"]):
+            audit("access_denied", "wrong current password on password change")
+            abort(401, message="The current password is incorrect.")
+        current_user.set_password(change["new_password"])
+        current_user.revoke_tokens(keep_family=get_jwt()["fam"])
+        audit("password_changed", f"user {current_user.id} ({current_user.username})")

@@ -12,7 +12,18 @@ class UserSchema(Schema):
     username = fields.String(dump_only=True)
     email = fields.String(dump_only=True)
     is_admin = fields.Boolean(dump_only=True)
+    is_active = fields.Boolean(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
+
+
+def password_field() -> SafeString:
+    """A new password: any characters, 8 to 1024 of them."""
+    return SafeString(
+        required=True,
+        load_only=True,
+        validate=validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX),
+        metadata={"description": f"{PASSWORD_MIN} to {PASSWORD_MAX} characters of any kind."},
+    )
 
 
 class SignupSchema(Schema):
@@ -32,12 +43,7 @@ class SignupSchema(Schema):
         validate=validate.Length(max=EMAIL_MAX),
         metadata={"description": "Unique, any case."},
     )
-    password = SafeString(
-        required=True,
-        load_only=True,
-        validate=validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX),
-        metadata={"description": f"{PASSWORD_MIN} to {PASSWORD_MAX} characters of any kind."},
-    )
+    password = password_field()
 
 
 class LoginSchema(Schema):
@@ -59,7 +65,22 @@ class LoginSchema(Schema):
             raise validate.ValidationError("Only the 'password' grant is supported.")
 
 
+class PasswordChangeSchema(Schema):
+    current_password = SafeString(
+        required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX)
+    )
+    new_password = password_field()
+
+
 class TokenSchema(Schema):
     access_token = fields.String(required=True)
     token_type = fields.String(required=True, metadata={"description": "Always 'bearer'."})
-    expires_in = fields.Integer(required=True, metadata={"description": "Seconds until expiry."})
+    expires_in = fields.Integer(
+        required=True, metadata={"description": "Seconds until the access token expires."}
+    )
+    refresh_token = fields.String(
+        required=True, metadata={"description": "Send to /token/refresh; it works once."}
+    )
+    refresh_expires_in = fields.Integer(
+        required=True, metadata={"description": "Seconds until the refresh token expires."}
+    )

@@ -1,0 +1,188 @@
+"""Demotion, deactivation and activation, and the guard that keeps one admin in charge."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import select, text
+
+from devlab.extensions import db
+from devlab.models import User
+from tests.conftest import PASSWORD
+
+
+def user_id(app, username: str) -> int:
+    with app.app_context():
+        return db.session.scalar(select(User.id).where(User.username == username))
+
+
+def roles(app) -> dict:
+    with app.app_context():
+        rows = db.session.execute(select(User.username, User.is_admin, User.is_active))
+        return {name: (is_admin, is_active) for name, is_admin, is_active in rows}
+
+
+ACTIONS = {
+    "demote": ("/admin/demote/{id}", "user_demoted"),
+    "deactivate": ("/admin/users/{id}/deactivate", "user_deactivated"),
+    "activate": ("/admin/users/{id}/activate", "user_activated"),
+}
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_lifecycle_routes_need_an_admin(client, accounts, action):
+    headers = accounts.headers("alice")
+    path = ACTIONS[action][0].format(id=1)
+
+    assert client.post(path).status_code == 401
+    assert client.post(path, headers=headers).status_code == 403
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_lifecycle_routes_answer_404_for_an_unknown_user(client, accounts, action):
+    headers = accounts.admin_headers("root")
+
+    response = client.post(ACTIONS[action][0].format(id=999), headers=headers)
+
+    assert response.status_code == 404
+    assert response.get_json()["message"] == "User not found."
+
+
+def test_a_demoted_admin_gets_403_at_once_with_the_token_it_holds(app, client, accounts):
+    root = accounts.admin_headers("root")
+    other = accounts.admin_headers("other")
+    assert client.get("/admin/users", headers=other).status_code == 200
+
+    response = client.post(f"/admin/demote/{user_id(app, 'other')}", headers=root)
+
+    assert response.status_code == 200
+    assert response.get_json()["is_admin"] is False
+    assert client.get("/admin/users", headers=other).status_code == 403
+    assert client.get("/me", headers=other).status_code == 200
+
+
+def test_a_deactivated_user_is_locked_out_at_once(app, client, accounts, audit_rows):
+    root = accounts.admin_headers("root")
+    alice = accounts.headers("alice")
+
+    response = client.post(f"/admin/users/{user_id(app, 'alice')}/deactivate", headers=root)
+
+    assert response.status_code == 200
+    assert response.get_json()["is_active"] is False
+    assert client.get("/me", headers=alice).status_code == 401
+    wrong = client.post("/login", json={"username": "alice", "password": "wrong password"})
+    right = client.post("/login", json={"username": "alice", "password": PASSWORD})
+    assert right.status_code == wrong.status_code == 401
+    assert right.get_json() == wrong.get_json()
+    assert "deactivated" in audit_rows("login_failed")[-1].detail
+
+
+def test_an_activated_user_logs_in_again_but_old_tokens_stay_revoked(app, client, accounts):
+    root = accounts.admin_headers("root")
+    alice = accounts.headers("alice")
+    alice_id = user_id(app, "alice")
+    client.post(f"/admin/users/{alice_id}/deactivate", headers=root)
+
+    response = client.post(f"/admin/users/{alice_id}/activate", headers=root)
+
+    assert response.status_code == 200
+    assert response.get_json()["is_active"] is True
+    assert client.get("/me", headers=alice).status_code == 401
+    assert (
+        client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+    )
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_lifecycle_actions_are_idempotent_and_audited(app, client, accounts, audit_rows, action):
+    root = accounts.admin_headers("root")
+    accounts.signup("alice")
+    path, audit_action = ACTIONS[action]
+    path = path.format(id=user_id(app, "alice"))
+
+    first = client.post(path, headers=root)
+    second = client.post(path, headers=root)
+
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json()
+    rows = audit_rows(audit_action)
+    assert len(rows) == 2
+    assert all(row.user_id == user_id(app, "root") for row in rows)
+    assert all(f"{user_id(app, 'alice')} (alice)" in row.detail for row in rows)
+
+
+@pytest.mark.parametrize("action", ["demote", "deactivate"])
+def test_the_last_active_admin_cannot_be_removed(app, client, accounts, action):
+    root = accounts.admin_headers("root")
+
+    response = client.post(ACTIONS[action][0].format(id=user_id(app, "root")), headers=root)
+
+    assert response.status_code == 409
+    assert "last active admin" in response.get_json()["message"]
+    assert roles(app)["root"] == (True, True)
+
+
+def test_an_inactive_admin_does_not_count_as_another_admin(app, client, accounts):
+    root = accounts.admin_headers("root")
+    accounts.admin_headers("dormant")
+    client.post(f"/admin/users/{user_id(app, 'dormant')}/deactivate", headers=root)
+
+    response = client.post(f"/admin/demote/{user_id(app, 'root')}", headers=root)
+
+    assert response.status_code == 409
+
+
+def test_an_admin_may_step_down_while_another_remains(app, client, accounts):
+    root = accounts.admin_headers("root")
+    accounts.admin_headers("other")
+
+    response = client.post(f"/admin/demote/{user_id(app, 'root')}", headers=root)
+
+    assert response.status_code == 200
+    assert roles(app)["other"] == (True, True)
+
+
+@pytest.mark.parametrize("action", ["demote", "deactivate"])
+def test_two_admins_removing_each_other_at_once_leave_one_admin(app, accounts, action):
+    """Both requests pass the admin check, then queue on the admin rows' lock, as in a race."""
+    headers = {"ann": accounts.admin_headers("ann"), "bob": accounts.admin_headers("bob")}
+    targets = {"ann": user_id(app, "bob"), "bob": user_id(app, "ann")}
+    path = ACTIONS[action][0]
+
+    def remove_the_other(actor):
+        response = app.test_client().post(path.format(id=targets[actor]), headers=headers[actor])
+        return response.status_code
+
+    with app.app_context():
+        holder = db.engine.connect()
+        transaction = holder.begin()
+        holder.execute(text("SELECT id FROM users WHERE is_admin FOR UPDATE"))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = [pool.submit(remove_the_other, actor) for actor in headers]
+            waiting = _wait_for_lock_waiters(expected=2)
+            transaction.rollback()
+            holder.close()
+            statuses = sorted(result.result(timeout=30) for result in results)
+
+    assert waiting == 2
+    assert statuses == [200, 409]
+    remaining = [name for name, (admin, active) in roles(app).items() if admin and active]
+    assert len(remaining) == 1
+
+
+def _wait_for_lock_waiters(expected: int) -> int:
+    """Wait (at most 10 s) until `expected` sessions wait for a row lock."""
+    waiting = 0
+    for _ in range(200):
+        # A fresh transaction each time: pg_stat_activity is a snapshot within one.
+        with db.engine.connect() as probe:
+            waiting = probe.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ).scalar()
+        if waiting >= expected:
+            break
+        time.sleep(0.05)
+    return waiting
