@@ -6,10 +6,12 @@ import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
 from sqlalchemy import text
 
+from config import OWASP_ARGON2ID_MINIMUMS, ConfigError
 from devlab import create_app
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_SETTINGS
 
+STRONG_SECRET = "k3Vq9-random-and-long-enough-for-production-use"
 CONFIGURED_PREFIX = "$argon2id$v=19$m=8,t=1,p=1$"  # TEST_SETTINGS' costs
 
 
@@ -264,3 +266,58 @@ def test_the_unknown_user_verification_follows_the_configured_costs(argon2_verif
     assert response.status_code == 401
     [used] = argon2_verifications
     assert (used.type, used.time_cost, used.memory_cost, used.parallelism) == (Type.ID, 2, 16, 2)
+
+
+# --- which costs the configuration accepts ---
+
+
+def production(time_cost: int, memory_kib: int, parallelism: int = 1) -> dict:
+    return TEST_SETTINGS | {
+        "DEVLAB_ENV": "production",
+        "JWT_SECRET_KEY": STRONG_SECRET,
+        "ARGON2_TIME_COST": time_cost,
+        "ARGON2_MEMORY_KIB": memory_kib,
+        "ARGON2_PARALLELISM": parallelism,
+    }
+
+
+@pytest.mark.parametrize(
+    ("time_cost", "memory_kib"),
+    [(1, 8), (1, 47103), (2, 19455), (3, 12287), (4, 9215), (5, 7167), (10, 7167), (1, 19456)],
+)
+def test_production_refuses_argon2_costs_below_owasps_minimum(time_cost, memory_kib):
+    with pytest.raises(ConfigError, match="ARGON2_MEMORY_KIB") as refusal:
+        create_app(production(time_cost, memory_kib))
+
+    assert "ARGON2_TIME_COST" in str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    ("time_cost", "memory_kib", "parallelism"),
+    [*((t, kib, 1) for t, kib in OWASP_ARGON2ID_MINIMUMS), (3, 65536, 4)],
+    ids=[*(f"owasp-t{t}" for t, _ in OWASP_ARGON2ID_MINIMUMS), "defaults"],
+)
+def test_production_accepts_owasps_argon2id_settings_and_the_defaults(
+    time_cost, memory_kib, parallelism
+):
+    app = create_app(production(time_cost, memory_kib, parallelism))
+
+    assert app.config["ARGON2_MEMORY_KIB"] == memory_kib
+
+
+def test_development_may_use_cheap_argon2_costs():
+    app = create_app(TEST_SETTINGS | {"DEVLAB_ENV": "development"})
+
+    assert (app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_KIB"]) == (1, 8)
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_less_than_8_kib_per_argon2_lane_is_refused_everywhere(environment):
+    settings = production(3, 65536) | {
+        "DEVLAB_ENV": environment,
+        "ARGON2_MEMORY_KIB": 16,
+        "ARGON2_PARALLELISM": 4,
+    }
+
+    with pytest.raises(ConfigError, match="ARGON2_PARALLELISM"):
+        create_app(settings)
