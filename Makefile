@@ -1,10 +1,11 @@
 # `make run` serves the API, `make test` runs the suite; both set up .venv from nothing.
+# `make bench` times failed logins for known and unknown users (scripts/bench_login_timing.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test lint migrate clean
+.PHONY: run test lint bench migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -28,6 +29,9 @@ run: migrate
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.runtime
+	$(BIN)/python scripts/bench_login_timing.py $(BENCH_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

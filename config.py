@@ -14,6 +14,9 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
 
+In production the argon2id costs must reach one of OWASP's minimum settings (see
+`OWASP_ARGON2ID_MINIMUMS`); development and the tests may use cheaper ones.
+
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """
 
@@ -49,6 +52,10 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_BYTES = 32
 DEV_KEY_FILENAME = "jwt-secret"
+
+# OWASP Password Storage Cheat Sheet: argon2id settings of equal strength, as
+# (iterations, KiB of memory), each with parallelism 1. Production must reach one of them.
+OWASP_ARGON2ID_MINIMUMS = ((1, 47104), (2, 19456), (3, 12288), (4, 9216), (5, 7168))
 
 
 class ConfigError(RuntimeError):
@@ -104,6 +111,28 @@ def finalize_config(config: dict, instance_path: str) -> None:
         "SQLALCHEMY_ENGINE_OPTIONS", engine_options_for(config["SQLALCHEMY_DATABASE_URI"])
     )
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
+    check_argon2_costs(config)
+
+
+def check_argon2_costs(config: dict) -> None:
+    """Refuse argon2id costs that cannot hash at all, or in production fall below OWASP's."""
+    time_cost, memory_kib = config["ARGON2_TIME_COST"], config["ARGON2_MEMORY_KIB"]
+    parallelism = config["ARGON2_PARALLELISM"]
+    if memory_kib < 8 * parallelism:
+        raise ConfigError(
+            f"ARGON2_MEMORY_KIB must be at least 8 KiB per lane of ARGON2_PARALLELISM "
+            f"({8 * parallelism}), not {memory_kib}."
+        )
+    if config["DEVLAB_ENV"] != "production":
+        return
+    floor = min(kib for iterations, kib in OWASP_ARGON2ID_MINIMUMS if iterations <= time_cost)
+    if memory_kib < floor:
+        settings = ", ".join(f"{kib} KiB with {t}" for t, kib in OWASP_ARGON2ID_MINIMUMS)
+        raise ConfigError(
+            f"ARGON2_MEMORY_KIB={memory_kib} with ARGON2_TIME_COST={time_cost} is below OWASP's "
+            f"minimum for argon2id, which production requires: with this time cost use at least "
+            f"{floor} KiB (OWASP's settings: {settings} iterations)."
+        )
 
 
 def resolve_jwt_secret(config: dict, instance_path: str) -> str:

@@ -56,7 +56,16 @@ class User(db.Model):
         self.hashed_password = passwords.hash_password(password)
 
     def check_password(self, password: str) -> bool:
-        return passwords.verify_password(self.hashed_password, password)
+        """Whether `password` is this user's, upgrading the stored hash when it is.
+
+        A bcrypt hash from the earlier service, or an argon2 hash made with other costs than
+        the configured ones, is replaced with a new argon2id hash; the request's commit stores it.
+        """
+        if not passwords.verify_password(self.hashed_password, password):
+            return False
+        if passwords.needs_rehash(self.hashed_password):
+            self.set_password(password)
+        return True
 
     def revoke_tokens(self, keep_family: str | None = None) -> None:
         """Revoke every token this user holds, except those of the family `keep_family`."""

@@ -1,8 +1,28 @@
-"""Password hashing with argon2id, its costs taken from the app's configuration."""
+"""Password hashing: argon2id for every new hash, bcrypt still read for accounts carried over.
 
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError
+Accounts from the earlier FastAPI service keep their bcrypt hashes (`$2b$`, `$2a$`, `$2y$`)
+until their owner next logs in, when `User.check_password` replaces them with argon2id, as it
+does argon2 hashes made with other costs than the configured ones.
+
+A failed check costs one argon2id verification at the configured costs whatever the stored
+hash is (even none, for an unknown username), so that timing tells nobody which accounts
+exist. The exceptions are hashes not upgraded yet: a bcrypt hash costs a bcrypt check, and an
+argon2 hash with other costs a verification at those costs.
+"""
+
+import base64
+import secrets
+from contextlib import suppress
+
+import bcrypt
+from argon2 import PasswordHasher, Type, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import ARGON2_VERSION
 from flask import current_app
+
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+BCRYPT_MAX_BYTES = 72
+ARGON2ID_PREFIX = "$argon2id$"
 
 
 def _hasher() -> PasswordHasher:
@@ -23,15 +43,77 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(hashed: str, password: str) -> bool:
+    """Whether `password` is the one `hashed` was made from; a hash we cannot read matches none."""
+    if hashed.startswith(BCRYPT_PREFIXES):
+        return _verify_bcrypt(hashed, password)
+    if _is_argon2(hashed):
+        try:
+            return _hasher().verify(hashed, password)
+        except VerifyMismatchError:
+            return False
+        except (VerificationError, InvalidHashError):
+            pass  # refused before any hashing was done
+    spend_verification_time(password)
+    return False
+
+
+def _is_argon2(hashed: str) -> bool:
+    """Whether `hashed` reads as an encoded argon2 hash; only verifying checks the rest."""
+    if not hashed.isascii():
+        return False
     try:
-        return _hasher().verify(hashed, password)
-    except (VerificationError, InvalidHashError):
+        extract_parameters(hashed)
+    except InvalidHashError:
+        return False
+    return True
+
+
+def _verify_bcrypt(hashed: str, password: str) -> bool:
+    attempt = password.encode()
+    if len(attempt) > BCRYPT_MAX_BYTES:
+        # bcrypt reads 72 bytes at most (bcrypt 4.1 and later raise instead). Never truncate:
+        # that would let in anything that starts with the 72 bytes of the real password.
+        spend_verification_time(password)
+        return False
+    try:
+        return bcrypt.checkpw(attempt, hashed.encode("ascii"))
+    except ValueError:  # a malformed cost or salt, or a hash that is not ASCII
+        spend_verification_time(password)
         return False
 
 
+def needs_rehash(hashed: str) -> bool:
+    """Whether a hash that has just verified should be replaced with one at the configured costs."""
+    if not hashed.startswith(ARGON2ID_PREFIX):
+        return True
+    return _hasher().check_needs_rehash(hashed)
+
+
 def spend_verification_time(password: str) -> None:
-    """Verify against a throwaway hash, so an unknown username costs as much as a known one."""
+    """Verify `password` against a hash that nothing matches, at the configured argon2id costs.
+
+    An unknown username then costs as much as a known one with a wrong password.
+    """
+    with suppress(VerifyMismatchError):
+        _hasher().verify(_decoy_hash(), password)
+
+
+def _decoy_hash() -> str:
+    """An argon2id hash with the configured costs and a random digest.
+
+    It is written out rather than computed, so the first unknown username a worker sees costs
+    one verification like every other, not a hash and a verification.
+    """
     extensions = current_app.extensions
     if "devlab.decoy_hash" not in extensions:
-        extensions["devlab.decoy_hash"] = hash_password("decoy password, never anybody's")
-    verify_password(extensions["devlab.decoy_hash"], password)
+        hasher = _hasher()
+        salt, digest = (
+            base64.b64encode(secrets.token_bytes(size)).decode().rstrip("=")
+            for size in (hasher.salt_len, hasher.hash_len)
+        )
+        extensions["devlab.decoy_hash"] = (
+            f"{ARGON2ID_PREFIX}v={ARGON2_VERSION}"
+            f"$m={hasher.memory_cost},t={hasher.time_cost},p={hasher.parallelism}"
+            f"${salt}${digest}"
+        )
+    return extensions["devlab.decoy_hash"]
