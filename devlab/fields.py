@@ -1,6 +1,11 @@
 """Marshmallow fields shared by the blueprints' schemas."""
 
+import re
+
 from marshmallow import ValidationError, fields, validate
+
+# In the OpenAPI document: no NUL, no lone surrogate (see SafeString).
+STORABLE_TEXT_PATTERN = "^[^\\u0000\\ud800-\\udfff]*$"
 
 
 class SafeString(fields.String):
@@ -10,6 +15,10 @@ class SafeString(fields.String):
     PostgreSQL rejects the first and UTF-8 cannot encode the second. Refusing them here turns
     what would be a 500 into a 422 that names the field.
     """
+
+    def __init__(self, **kwargs) -> None:
+        metadata = {"pattern": STORABLE_TEXT_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -24,5 +33,19 @@ class SafeString(fields.String):
 
 class SafeEmail(SafeString):
     def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+        metadata = {"format": "email", **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
         self.validators.insert(0, validate.Email(error="Not a valid email address."))
+
+
+class QueryInteger(fields.Integer):
+    """A whole number in a query string, written in plain ASCII digits.
+
+    Python's int() also reads "+5", "1_0", " 7 " and other scripts' digits (Arabic-Indic);
+    accepting those would make the API more lenient than its documentation.
+    """
+
+    def _validated(self, value):
+        if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,19}", value):
+            raise self.make_error("invalid")
+        return super()._validated(value)

@@ -78,6 +78,10 @@ class User(db.Model):
 
     @classmethod
     def by_username(cls, username: str) -> "User | None":
+        """The user of that name in any case. Usernames are ASCII, so a name that is not
+        matches nobody (Python would lower the Kelvin sign in "\u212aim" to "kim")."""
+        if not username.isascii():
+            return None
         return db.session.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import Select
 
 from devlab.extensions import db
+from devlab.fields import QueryInteger
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -12,12 +13,12 @@ MAX_PAGE = 2**31 - 1
 
 
 class PageQuerySchema(Schema):
-    page = fields.Integer(
+    page = QueryInteger(
         load_default=1,
         validate=validate.Range(min=1, max=MAX_PAGE),
         metadata={"description": "Page number, from 1."},
     )
-    page_size = fields.Integer(
+    page_size = QueryInteger(
         load_default=DEFAULT_PAGE_SIZE,
         validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
         metadata={"description": f"Items per page, 1 to {MAX_PAGE_SIZE}."},

@@ -143,29 +143,36 @@ def test_an_admin_may_step_down_while_another_remains(app, client, accounts):
 
 
 @pytest.mark.parametrize("action", ["demote", "deactivate"])
-def test_two_admins_removing_each_other_at_once_leave_one_admin(app, accounts, action):
+@pytest.mark.parametrize(
+    ("targets", "loser_status"),
+    [
+        ({"ann": "bob", "bob": "ann"}, 403),  # the loser is no longer an admin when it acts
+        ({"ann": "ann", "bob": "bob"}, 409),  # the loser would remove the last admin
+    ],
+    ids=["each-other", "themselves"],
+)
+def test_two_admins_acting_at_once_leave_one_admin(app, accounts, action, targets, loser_status):
     """Both requests pass the admin check, then queue on the admin rows' lock, as in a race."""
     headers = {"ann": accounts.admin_headers("ann"), "bob": accounts.admin_headers("bob")}
-    targets = {"ann": user_id(app, "bob"), "bob": user_id(app, "ann")}
     path = ACTIONS[action][0]
 
-    def remove_the_other(actor):
-        response = app.test_client().post(path.format(id=targets[actor]), headers=headers[actor])
-        return response.status_code
+    def act(actor):
+        target = user_id(app, targets[actor])
+        return app.test_client().post(path.format(id=target), headers=headers[actor]).status_code
 
     with app.app_context():
         holder = db.engine.connect()
         transaction = holder.begin()
         holder.execute(text("SELECT id FROM users WHERE is_admin FOR UPDATE"))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            results = [pool.submit(remove_the_other, actor) for actor in headers]
+            results = [pool.submit(act, actor) for actor in headers]
             waiting = _wait_for_lock_waiters(expected=2)
             transaction.rollback()
             holder.close()
             statuses = sorted(result.result(timeout=30) for result in results)
 
     assert waiting == 2
-    assert statuses == [200, 409]
+    assert statuses == [200, loser_status]
     remaining = [name for name, (admin, active) in roles(app).items() if admin and active]
     assert len(remaining) == 1
 

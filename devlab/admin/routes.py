@@ -1,11 +1,13 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_jwt_extended import current_user
+from flask_smorest import abort
 from sqlalchemy import select
 
 from devlab.admin.schemas import UserListSchema
 from devlab.audit.trail import audit
 from devlab.auth.access import admin_required
 from devlab.auth.schemas import UserSchema
+from devlab.blueprint import Blueprint
 from devlab.extensions import db
 from devlab.models import User
 from devlab.pagination import PageQuerySchema, page_of
@@ -21,16 +23,25 @@ def user_or_404(user_id: int) -> User:
     return db.get_or_404(User, user_id, description="User not found.")
 
 
-def ensure_another_active_admin(user: User) -> None:
-    """Refuse to take the admin role from the last active admin: 409.
+def lock_active_admins() -> list[int]:
+    """Lock the active admins' rows until the request commits, and return their ids.
 
-    The active admins' rows stay locked until the request commits, so two admins demoting or
-    deactivating each other at the same moment cannot both succeed.
+    Role changes run one at a time from here on, each seeing the last one's outcome, so
+    that two admins removing each other at the same moment cannot both succeed, and an
+    admin demoted meanwhile can no longer act (403).
     """
     active_admin_ids = db.session.scalars(
         select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
     ).all()
-    if active_admin_ids == [user.id]:
+    if current_user.id not in active_admin_ids:
+        audit("access_denied", "admin role lost while the request waited")
+        abort(403, message="This requires the admin role.")
+    return active_admin_ids
+
+
+def ensure_another_active_admin(user: User) -> None:
+    """Refuse to take the admin role from the last active admin: 409."""
+    if lock_active_admins() == [user.id]:
         abort(409, message="This is the last active admin; make another admin first.")
     db.session.refresh(user)  # as it is now that the lock is ours
 
@@ -53,7 +64,7 @@ class Users(MethodView):
 class Promote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_response(404, description=NOT_FOUND)
+    @blp.alt_error(404, NOT_FOUND)
     def post(self, user_id):
         """Make a user an admin.
 
@@ -61,6 +72,8 @@ class Promote(MethodView):
         changes nothing and answers the same.
         """
         user = user_or_404(user_id)
+        lock_active_admins()
+        db.session.refresh(user)
         changed = not user.is_admin
         user.is_admin = True
         note = unchanged_note(changed, "an admin")
@@ -72,8 +85,8 @@ class Promote(MethodView):
 class Demote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_response(404, description=NOT_FOUND)
-    @blp.alt_response(409, description="The user is the last active admin.")
+    @blp.alt_error(404, NOT_FOUND)
+    @blp.alt_error(409, "The user is the last active admin.")
     def post(self, user_id):
         """Take the admin role away from a user.
 
@@ -93,8 +106,8 @@ class Demote(MethodView):
 class Deactivate(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_response(404, description=NOT_FOUND)
-    @blp.alt_response(409, description="The user is the last active admin.")
+    @blp.alt_error(404, NOT_FOUND)
+    @blp.alt_error(409, "The user is the last active admin.")
     def post(self, user_id):
         """Deactivate an account.
 
@@ -115,10 +128,12 @@ class Deactivate(MethodView):
 class Activate(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_response(404, description=NOT_FOUND)
+    @blp.alt_error(404, NOT_FOUND)
     def post(self, user_id):
         """Activate an account again; the user logs in anew."""
         user = user_or_404(user_id)
+        lock_active_admins()
+        db.session.refresh(user)
         changed = not user.is_active
         user.is_active = True
         note = unchanged_note(changed, "active")

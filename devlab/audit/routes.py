@@ -1,9 +1,9 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from devlab.audit.schemas import AuditLogListSchema, AuditQuerySchema
 from devlab.auth.access import admin_required
+from devlab.blueprint import Blueprint
 from devlab.models import AuditLog
 from devlab.pagination import page_of
 

@@ -1,6 +1,7 @@
 from marshmallow import Schema, fields, validate
 
 from devlab.audit.trail import ACTIONS
+from devlab.fields import QueryInteger
 from devlab.pagination import PageQuerySchema, PageSchema
 
 
@@ -20,7 +21,7 @@ class AuditQuerySchema(PageQuerySchema):
     action = fields.String(
         validate=validate.OneOf(ACTIONS), metadata={"description": "Only this action."}
     )
-    user_id = fields.Integer(
+    user_id = QueryInteger(
         validate=validate.Range(min=1, max=2**31 - 1),
         metadata={"description": "Only rows whose acting user has this id."},
     )

@@ -7,6 +7,7 @@ rolls its change back; only the failure actions are still written. CLI commands 
 `record_cli`, which has no request to read.
 """
 
+import ipaddress
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
@@ -106,11 +107,23 @@ def _row_for(event: AuditEvent, response: Response) -> AuditLog:
         action=event.action,
         detail=event.detail,
         user_id=event.actor.id if event.actor is not None else None,
-        ip=request.remote_addr,
+        ip=_client_address(),
         method=request.method,
         path=request.path,
         status_code=response.status_code,
     )
+
+
+def _client_address() -> str | None:
+    """The client's address, or None if what ProxyFix took from X-Forwarded-For is no address.
+
+    With TRUSTED_PROXY_HOPS set, a client that reaches the app without the proxy can write that
+    header itself: anything but a real address is dropped rather than stored.
+    """
+    try:
+        return str(ipaddress.ip_address(request.remote_addr))
+    except ValueError:
+        return None
 
 
 def record_cli(action: str, detail: str) -> None:

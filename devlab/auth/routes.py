@@ -1,10 +1,13 @@
+import re
+
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from devlab.audit.trail import audit, keep_changes_despite_failure
 from devlab.auth.access import login_required, refresh_token_required
 from devlab.auth.schemas import (
+    USERNAME_PATTERN,
     LoginSchema,
     PasswordChangeSchema,
     SignupSchema,
@@ -12,20 +15,12 @@ from devlab.auth.schemas import (
     UserSchema,
 )
 from devlab.auth.tokens import current_family, hand_on, locked_current_family, start_family
+from devlab.blueprint import Blueprint
 from devlab.extensions import db
-from devlab.models import User
+from devlab.models import USERNAME_MAX, User
 from devlab.passwords import spend_verification_time
 
-
-class AuthBlueprint(Blueprint):
-    # Login takes JSON or a form post; document JSON as the body and add the form below.
-    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
-        **Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
-        "json_or_form": "application/json",
-    }
-
-
-blp = AuthBlueprint(
+blp = Blueprint(
     "auth", __name__, description="Sign up, log in, refresh and revoke tokens, manage your account."
 )
 
@@ -33,11 +28,25 @@ LOGIN_FAILED = "Incorrect username or password."
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+def failed_login_detail(attempted: str, user: User | None) -> str:
+    """What the audit trail says of a failed login.
+
+    It names the attempted username, unless that could be no username at all: people type
+    passwords into the username box, and the trail must not keep them.
+    """
+    if user is not None:
+        state = " (account deactivated)" if not user.is_active else ""
+        return f"attempted username: {attempted}{state}"
+    if len(attempted) <= USERNAME_MAX and re.fullmatch(USERNAME_PATTERN, attempted):
+        return f"attempted username: {attempted} (no such user)"
+    return "attempted username: not a valid username (not recorded)"
+
+
 @blp.route("/signup")
 class Signup(MethodView):
     @blp.arguments(SignupSchema)
     @blp.response(201, UserSchema)
-    @blp.alt_response(409, description="The username or email is already registered.")
+    @blp.alt_error(409, "The username or email is already registered.")
     def post(self, account):
         """Create an account."""
         user = User(username=account["username"], email=account["email"])
@@ -52,7 +61,7 @@ class Signup(MethodView):
 class Login(MethodView):
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
-    @blp.alt_response(401, description=LOGIN_FAILED)
+    @blp.alt_error(401, LOGIN_FAILED)
     @blp.doc(
         requestBody={"content": {"application/x-www-form-urlencoded": {"schema": LoginSchema}}}
     )
@@ -67,8 +76,7 @@ class Login(MethodView):
         if user is None:
             spend_verification_time(password)
         if user is None or not user.check_password(password) or not user.is_active:
-            reason = " (account deactivated)" if user is not None and not user.is_active else ""
-            audit("login_failed", f"attempted username: {username}{reason}", actor=user)
+            audit("login_failed", failed_login_detail(username, user), actor=user)
             abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
         audit("login_success", f"user {user.id} ({user.username})", actor=user)
         return start_family(user)

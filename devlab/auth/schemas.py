@@ -1,8 +1,9 @@
-from marshmallow import Schema, fields, validate, validates
+from marshmallow import Schema, fields, validate
 
 from devlab.fields import SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
 
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 
@@ -31,10 +32,7 @@ class SignupSchema(Schema):
         required=True,
         validate=[
             validate.Length(min=3, max=USERNAME_MAX),
-            validate.Regexp(
-                r"^[A-Za-z0-9_.-]+$",
-                error="Use only letters, digits, '_', '.' and '-'.",
-            ),
+            validate.Regexp(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
         ],
         metadata={"description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case)."},
     )
@@ -54,15 +52,14 @@ class LoginSchema(Schema):
         required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX)
     )
     # OAuth2 form fields, accepted so that standard clients work, otherwise ignored.
-    grant_type = fields.String(load_only=True, metadata={"description": "OAuth2: 'password'."})
+    grant_type = fields.String(
+        load_only=True,
+        validate=validate.OneOf(["password"], error="Only the 'password' grant is supported."),
+        metadata={"description": "OAuth2 clients send 'password'."},
+    )
     scope = fields.String(load_only=True)
     client_id = fields.String(load_only=True)
     client_secret = fields.String(load_only=True)
-
-    @validates("grant_type")
-    def _password_grant_only(self, value: str, **_kwargs) -> None:
-        if value != "password":
-            raise validate.ValidationError("Only the 'password' grant is supported.")
 
 
 class PasswordChangeSchema(Schema):

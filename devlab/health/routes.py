@@ -1,9 +1,10 @@
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from devlab.blueprint import Blueprint
 from devlab.errors import DATABASE_UNAVAILABLE
 from devlab.extensions import db
 from devlab.health.schemas import DatabaseStatusSchema, HealthSchema, ServiceInfoSchema
@@ -35,7 +36,7 @@ class Health(MethodView):
 @blp.route("/dbstatus")
 class DatabaseStatus(MethodView):
     @blp.response(200, DatabaseStatusSchema)
-    @blp.alt_response(503, description="The database did not answer.")
+    @blp.alt_error(503, "The database did not answer.")
     def get(self):
         """Readiness: the database answers a query."""
         try:

@@ -1,10 +1,10 @@
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from devlab.audit.trail import audit
 from devlab.auth.access import login_required
+from devlab.blueprint import Blueprint
 from devlab.extensions import db
 from devlab.models import Note
 from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
@@ -13,12 +13,16 @@ from devlab.pagination import PageQuerySchema, page_of
 blp = Blueprint("notes", __name__, url_prefix="/notes", description="Your own notes.")
 
 
-def own_note_or_404(note_id: int) -> Note:
-    """The caller's note; anybody else's is as missing as one that never existed."""
-    return db.one_or_404(
-        select(Note).where(Note.id == note_id, Note.owner_id == current_user.id),
-        description="Note not found.",
-    )
+def own_note_or_404(note_id: int, *, for_update: bool = False) -> Note:
+    """The caller's note; anybody else's is as missing as one that never existed.
+
+    `for_update` locks the row until the request commits, so that of a change and a deletion
+    racing for one note, the later one finds the outcome of the first (a 404, not a 500).
+    """
+    statement = select(Note).where(Note.id == note_id, Note.owner_id == current_user.id)
+    if for_update:
+        statement = statement.with_for_update()
+    return db.one_or_404(statement, description="Note not found.")
 
 
 @blp.route("")
@@ -52,7 +56,7 @@ class Notes(MethodView):
 class NoteById(MethodView):
     @login_required
     @blp.response(200, NoteSchema)
-    @blp.alt_response(404, description="No note of yours has this id.")
+    @blp.alt_error(404, "No note of yours has this id.")
     def get(self, note_id):
         """One of your notes."""
         return own_note_or_404(note_id)
@@ -60,10 +64,10 @@ class NoteById(MethodView):
     @login_required
     @blp.arguments(NoteUpdateSchema)
     @blp.response(200, NoteSchema)
-    @blp.alt_response(404, description="No note of yours has this id.")
+    @blp.alt_error(404, "No note of yours has this id.")
     def patch(self, changes, note_id):
         """Change the text of one of your notes."""
-        note = own_note_or_404(note_id)
+        note = own_note_or_404(note_id, for_update=True)
         note.text = changes["text"]
         db.session.flush()  # sets updated_at for the response
         audit("note_updated", f"note {note.id}")
@@ -71,9 +75,9 @@ class NoteById(MethodView):
 
     @login_required
     @blp.response(204)
-    @blp.alt_response(404, description="No note of yours has this id.")
+    @blp.alt_error(404, "No note of yours has this id.")
     def delete(self, note_id):
         """Delete one of your notes."""
-        note = own_note_or_404(note_id)
+        note = own_note_or_404(note_id, for_update=True)
         db.session.delete(note)
         audit("note_deleted", f"note {note_id}")
