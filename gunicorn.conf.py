@@ -1,4 +1,5 @@
-"""gunicorn settings; PORT, HOST and WEB_CONCURRENCY come from the environment or `.env`."""
+"""gunicorn settings; PORT, HOST, WEB_CONCURRENCY and GUNICORN_THREADS come from the environment
+or `.env`."""
 
 import os
 
@@ -8,6 +9,11 @@ load_dotenv()
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8005')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads, so that a few clients sending their request slowly cannot occupy every worker.
+# In production, a buffering reverse proxy in front (nginx, a cloud load balancer) is still
+# the real defence against slow clients.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 # gunicorn 27's control socket sits in $HOME and would be shared by every instance; unused here.
 control_socket_disable = True

@@ -6,7 +6,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalize_config
-from devlab import admin, audit, auth, cli, docs, health, notes
+from devlab import admin, audit, auth, cli, docs, health, notes, request_body
 from devlab.audit import trail
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     finalize_config(app.config, app.instance_path)
 
+    request_body.init_app(app)
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:
         # Believe X-Forwarded-For only as far as our own proxies wrote it.

@@ -438,3 +438,41 @@ def test_there_is_no_route_to_change_or_delete_audit_rows(
     assert response.is_json
     assert response.get_json()["code"] == response.status_code
     assert snapshot(audit_rows) == before
+
+
+@pytest.mark.parametrize(
+    ("attempted", "recorded"),
+    [
+        ("nobody", "attempted username: nobody (no such user)"),
+        ("my secret pass!", "attempted username: not a valid username (not recorded)"),
+        ("x" * 40, "attempted username: not a valid username (not recorded)"),
+    ],
+)
+def test_a_failed_login_records_the_name_only_if_it_could_be_a_username(
+    client, audit_rows, attempted, recorded
+):
+    client.post("/login", json={"username": attempted, "password": WRONG_PASSWORD})
+
+    [row] = audit_rows("login_failed")
+    assert row.detail == recorded
+
+
+def test_behind_a_proxy_a_forwarded_value_that_is_no_address_is_not_recorded(audit_rows):
+    from devlab import create_app
+    from tests.conftest import TEST_SETTINGS
+
+    proxied = create_app(TEST_SETTINGS | {"TRUSTED_PROXY_HOPS": 1}).test_client()
+
+    garbage = proxied.post(
+        "/login",
+        json={"username": "nobody", "password": WRONG_PASSWORD},
+        headers={"X-Forwarded-For": "a" * 60},
+    )
+    real = proxied.post(
+        "/login",
+        json={"username": "nobody", "password": WRONG_PASSWORD},
+        headers={"X-Forwarded-For": "198.51.100.7"},
+    )
+
+    assert garbage.status_code == real.status_code == 401
+    assert [row.ip for row in audit_rows("login_failed")] == [None, "198.51.100.7"]

@@ -302,3 +302,11 @@ def test_a_token_from_our_key_with_the_right_user_is_accepted(client, accounts):
     )
 
     assert response.status_code == 200
+
+
+def test_a_username_that_only_lowers_to_an_existing_one_matches_nobody(client, accounts):
+    accounts.signup("kim")
+
+    response = login(client, "\u212aim")  # KELVIN SIGN, which Python lowers to "k"
+
+    assert response.status_code == 401

@@ -1,6 +1,10 @@
 """Bad input gets a clear JSON error, never HTML, a stack trace or a 500."""
 
+import json
+from io import BytesIO
+
 import pytest
+from gunicorn.http.errors import InvalidChunkSize
 
 from devlab import create_app
 from tests.conftest import PASSWORD, TEST_SETTINGS
@@ -161,3 +165,63 @@ def test_without_database_routes_that_need_it_answer_503(
 
     body = assert_json_error(response, 503)
     assert "database" in body["message"].lower()
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000 + "]" * 100_000, '{"username": ' + "1" * 5000 + "}"],
+    ids=["nested-too-deep", "integer-too-long"],
+)
+@pytest.mark.parametrize("path", ["/login", "/signup"])
+def test_json_python_cannot_read_answers_400(client, path, body):
+    response = client.post(path, data=body, content_type="application/json")
+
+    assert_json_error(response, 400)
+
+
+# What gunicorn hands the app for a chunked request: no length, a stream it terminates.
+CHUNKED = {"CONTENT_LENGTH": "", "wsgi.input_terminated": True}
+
+
+def chunked_post(client, path: str, stream):
+    return client.post(
+        path, input_stream=stream, content_type="application/json", environ_overrides=CHUNKED
+    )
+
+
+def test_a_chunked_body_over_one_mebibyte_answers_413(client):
+    body = b'{"username": "alice", "password": "x"}' + b" " * (1024 * 1024)
+
+    response = chunked_post(client, "/login", BytesIO(body))
+
+    assert_json_error(response, 413)
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(client, accounts):
+    accounts.signup("alice")
+    body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+
+    response = chunked_post(client, "/login", BytesIO(body + b" " * 1000))
+
+    assert response.status_code == 200
+
+
+def test_a_chunked_body_whose_framing_breaks_answers_400(client):
+    class BrokenChunks(BytesIO):
+        def read(self, *args):
+            raise InvalidChunkSize(b"ZZ")
+
+    response = chunked_post(client, "/signup", BrokenChunks())
+
+    assert_json_error(response, 400)
+
+
+@pytest.mark.parametrize(
+    "query", ["page=%2B5", "page=1_0", "page=%20%201", "page=%D9%A1", "page_size=%EF%BC%91"]
+)
+def test_query_numbers_must_be_plain_ascii_digits(client, accounts, query):
+    headers = accounts.headers("alice")
+
+    response = client.get(f"/notes?{query}", headers=headers)
+
+    assert_json_error(response, 422)

@@ -95,3 +95,25 @@ def test_the_browser_favicon_is_served(client):
 
     assert response.status_code == 200
     assert response.mimetype == "image/png"
+
+
+def test_openapi_document_states_the_input_rules_the_api_enforces(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+
+    assert schemas["Signup"]["properties"]["email"]["format"] == "email"
+    assert schemas["Note"]["properties"]["text"]["pattern"] == "^[^\\u0000\\ud800-\\udfff]*$"
+    assert schemas["Login"]["properties"]["grant_type"]["enum"] == ["password"]
+
+
+def test_openapi_document_gives_error_answers_their_json_body(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+
+    for path, method, status in [
+        ("/notes/{note_id}", "get", "404"),
+        ("/signup", "post", "409"),
+        ("/login", "post", "401"),
+        ("/dbstatus", "get", "503"),
+        ("/admin/demote/{user_id}", "post", "409"),
+    ]:
+        content = paths[path][method]["responses"][status]["content"]
+        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -1,5 +1,6 @@
 """Notes over HTTP: each user writes, lists, reads, changes and deletes only their own."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
@@ -436,3 +437,28 @@ def test_notes_without_a_valid_token_answer_401_json(client, accounts, method, p
     assert response.get_json()["code"] == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert list_notes(client, owner_headers)["notes"] == [note]
+
+
+def test_racing_change_and_deletions_of_one_note_never_fail_with_500(app, accounts):
+    headers = accounts.headers("alice")
+    note_ids = [
+        app.test_client().post("/notes", json={"text": f"n{i}"}, headers=headers).get_json()["id"]
+        for i in range(5)
+    ]
+
+    def act(job):
+        method, note_id = job
+        client = app.test_client()
+        if method == "patch":
+            return method, client.patch(
+                f"/notes/{note_id}", json={"text": "edited"}, headers=headers
+            ).status_code
+        return method, client.delete(f"/notes/{note_id}", headers=headers).status_code
+
+    jobs = [(method, note_id) for note_id in note_ids for method in ("patch", "delete", "delete")]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(act, jobs))
+
+    assert all(status in (200, 204, 404) for _, status in outcomes), outcomes
+    deletions = [status for method, status in outcomes if method == "delete"]
+    assert deletions.count(204) == len(note_ids)  # each note deleted once, the other 404

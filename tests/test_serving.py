@@ -131,6 +131,48 @@ def test_gunicorn_logs_no_password_or_token(gunicorn):
         assert secret not in written
 
 
+def raw_exchange(base: str, raw: bytes) -> tuple[int, dict]:
+    """Send bytes as they are, and read the status and JSON body of the answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(raw)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer[:300]
+    return int(head.split()[1]), json.loads(body)
+
+
+def chunked_request(path: str, chunks: list[bytes]) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    return head + b"".join(chunks)
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_gunicorn_chunked_bodies_keep_the_body_rules(gunicorn):
+    base, log = gunicorn
+    body = json.dumps({"username": "alice", "password": "x" * 20}).encode()
+    padding = b" " * (64 * 1024)
+
+    within = raw_exchange(base, chunked_request("/login", [chunk(body), b"0\r\n\r\n"]))
+    too_large = raw_exchange(
+        base, chunked_request("/login", [chunk(body)] + [chunk(padding)] * 17 + [b"0\r\n\r\n"])
+    )
+    malformed = raw_exchange(base, chunked_request("/signup", [b"ZZ\r\n{}\r\n0\r\n\r\n"]))
+
+    assert within[0] == 401  # read whole: a well-formed login of an unknown user
+    assert too_large[0] == 413
+    assert malformed[0] == 400
+    assert "Traceback" not in log.read_text()
+
+
 @pytest.mark.parametrize(
     ("settings", "variable"),
     [
