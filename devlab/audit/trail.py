@@ -27,9 +27,10 @@ ACTIONS = (
     "user_promoted",
     "access_denied",
     "admin_created",
+    "rate_limited",
 )
 # Written even though the request failed: the failure is what they record.
-FAILURE_ACTIONS = frozenset({"login_failed", "access_denied"})
+FAILURE_ACTIONS = frozenset({"login_failed", "access_denied", "rate_limited"})
 
 
 @dataclass(frozen=True)

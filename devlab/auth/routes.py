@@ -8,6 +8,7 @@ from devlab.auth.schemas import LoginSchema, SignupSchema, TokenSchema, UserSche
 from devlab.extensions import db
 from devlab.models import User
 from devlab.passwords import spend_verification_time
+from devlab.ratelimit import limit_login, limit_signup
 
 
 class AuthBlueprint(Blueprint):
@@ -25,6 +26,7 @@ LOGIN_FAILED = "Incorrect username or password."
 
 @blp.route("/signup")
 class Signup(MethodView):
+    @limit_signup
     @blp.arguments(SignupSchema)
     @blp.response(201, UserSchema)
     @blp.alt_response(409, description="The username or email is already registered.")
@@ -40,6 +42,7 @@ class Signup(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
+    @limit_login
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
     @blp.alt_response(401, description=LOGIN_FAILED)
