@@ -79,6 +79,7 @@ limiter = Limiter(
     strategy="moving-window",
     # Redis unreachable: count in this process's memory, warn once, keep serving.
     in_memory_fallback_enabled=True,
+    # Any other failure of the limiter is logged, and the request served.
     swallow_errors=True,
 )
 
