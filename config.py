@@ -13,6 +13,13 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
+| RATELIMIT_ENABLED        | 1                       | 0 turns every rate limit off              |
+| RATELIMIT_STORAGE_URI    | memory://               | redis://host:6379/0 shares limits         |
+| RATELIMIT_LOGIN          | 10 per minute           | logins per client address                 |
+| RATELIMIT_LOGIN_FAILURES | 5 per 15 minutes        | failed logins per username                |
+| RATELIMIT_SIGNUP         | 10 per minute           | signups per client address                |
+| RATELIMIT_REFRESH        | 10 per minute           | token refreshes per client address        |
+| RATELIMIT_PASSWORD       | 10 per minute           | password changes per client address       |
 
 In production the argon2id costs must reach one of OWASP's minimum settings (see
 `OWASP_ARGON2ID_MINIMUMS`); development and the tests may use cheaper ones.
@@ -26,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
+from limits import parse_many
 
 load_dotenv()
 
@@ -51,6 +59,14 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_BYTES = 32
+RATE_LIMIT_SETTINGS = (
+    "RATELIMIT_LOGIN",
+    "RATELIMIT_LOGIN_FAILURES",
+    "RATELIMIT_SIGNUP",
+    "RATELIMIT_REFRESH",
+    "RATELIMIT_PASSWORD",
+)
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
 DEV_KEY_FILENAME = "jwt-secret"
 
 # OWASP Password Storage Cheat Sheet: argon2id settings of equal strength, as
@@ -73,6 +89,18 @@ def _int_from_env(name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
     return value
+
+
+def _bool_from_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}.")
 
 
 def normalize_database_url(url: str) -> str:
@@ -112,6 +140,7 @@ def finalize_config(config: dict, instance_path: str) -> None:
     )
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
     check_argon2_costs(config)
+    check_rate_limits(config)
 
 
 def check_argon2_costs(config: dict) -> None:
@@ -133,6 +162,22 @@ def check_argon2_costs(config: dict) -> None:
             f"minimum for argon2id, which production requires: with this time cost use at least "
             f"{floor} KiB (OWASP's settings: {settings} iterations)."
         )
+
+
+def check_rate_limits(config: dict) -> None:
+    """Refuse rate limits and a limit storage that would only fail once requests arrive."""
+    for name in RATE_LIMIT_SETTINGS:
+        value = config[name]
+        try:
+            parsed = parse_many(value) if isinstance(value, str) else []
+        except ValueError:
+            parsed = []
+        if not parsed:
+            raise ConfigError(f"{name} must be a rate such as '10 per minute', not {value!r}.")
+    scheme, separator, _ = config["RATELIMIT_STORAGE_URI"].partition("://")
+    if not separator or scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        # The value is not repeated: a Redis URL may hold a password.
+        raise ConfigError("RATELIMIT_STORAGE_URI must be memory:// or a redis:// or rediss:// URL.")
 
 
 def resolve_jwt_secret(config: dict, instance_path: str) -> str:
@@ -198,6 +243,19 @@ class Config:
     ARGON2_TIME_COST = _int_from_env("ARGON2_TIME_COST", 3, minimum=1)
     ARGON2_MEMORY_KIB = _int_from_env("ARGON2_MEMORY_KIB", 65536, minimum=8)
     ARGON2_PARALLELISM = _int_from_env("ARGON2_PARALLELISM", 4, minimum=1)
+
+    # Flask-Limiter reads RATELIMIT_ENABLED, RATELIMIT_STORAGE_URI and RATELIMIT_STORAGE_OPTIONS;
+    # devlab/ratelimit.py reads the limits themselves.
+    RATELIMIT_ENABLED = _bool_from_env("RATELIMIT_ENABLED", True)
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
+    # A Redis that stops answering must not hold requests up: give up after a second (and
+    # count in memory meanwhile, see devlab/ratelimit.py). memory:// ignores these options.
+    RATELIMIT_STORAGE_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 1}
+    RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute"
+    RATELIMIT_LOGIN_FAILURES = os.environ.get("RATELIMIT_LOGIN_FAILURES") or "5 per 15 minutes"
+    RATELIMIT_SIGNUP = os.environ.get("RATELIMIT_SIGNUP") or "10 per minute"
+    RATELIMIT_REFRESH = os.environ.get("RATELIMIT_REFRESH") or "10 per minute"
+    RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD") or "10 per minute"
 
     MAX_CONTENT_LENGTH = 1024 * 1024
     JSON_SORT_KEYS = False

@@ -6,7 +6,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalize_config
-from devlab import admin, audit, auth, cli, docs, health, notes, request_body
+from devlab import admin, audit, auth, cli, docs, health, notes, ratelimit, request_body
 from devlab.audit import trail
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
@@ -36,6 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         api.register_blueprint(feature.blp)
     docs.init_app(app)
     register_error_handlers(app)
+    ratelimit.init_app(app)
     trail.init_app(app)
     cli.init_app(app)
     return app

@@ -16,6 +16,8 @@ from devlab.extensions import db
 TEST_DATABASE_URL = normalize_database_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:5432/devlab_test")
 )
+# The Redis that the rate-limit tests count in; they use keys of their own and delete them.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_SETTINGS = {
     "TESTING": True,
     "SQLALCHEMY_DATABASE_URI": TEST_DATABASE_URL,
@@ -24,6 +26,9 @@ TEST_SETTINGS = {
     "ARGON2_TIME_COST": 1,
     "ARGON2_MEMORY_KIB": 8,
     "ARGON2_PARALLELISM": 1,
+    # Tests that are not about rate limits log in as often as they like; test_ratelimit.py
+    # turns limits on in apps of its own.
+    "RATELIMIT_ENABLED": False,
 }
 PASSWORD = "correct horse battery staple"
 

@@ -31,7 +31,7 @@ def clean_env(**settings: str) -> dict:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_"))
+        if not key.startswith(("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_"))
     }
     return env | {"FLASK_APP": "wsgi"} | settings
 
@@ -62,6 +62,7 @@ def gunicorn(tmp_path):
         ARGON2_TIME_COST="1",
         ARGON2_MEMORY_KIB="8",
         ARGON2_PARALLELISM="1",
+        RATELIMIT_ENABLED="0",  # the tests below log in more often than a client may
     )
     with log.open("w") as output:
         server = subprocess.Popen(
@@ -180,6 +181,9 @@ def test_gunicorn_chunked_bodies_keep_the_body_rules(gunicorn):
         ({"DEVLAB_ENV": "production", "JWT_SECRET_KEY": "change-me"}, "JWT_SECRET_KEY"),
         ({"JWT_ACCESS_TOKEN_MINUTES": "soon"}, "JWT_ACCESS_TOKEN_MINUTES"),
         ({"TRUSTED_PROXY_HOPS": "-1"}, "TRUSTED_PROXY_HOPS"),
+        ({"RATELIMIT_ENABLED": "maybe"}, "RATELIMIT_ENABLED"),
+        ({"RATELIMIT_LOGIN": "ten per minute"}, "RATELIMIT_LOGIN"),
+        ({"RATELIMIT_STORAGE_URI": "memcached://127.0.0.1:11211"}, "RATELIMIT_STORAGE_URI"),
     ],
 )
 def test_flask_refuses_to_start_with_bad_settings(settings, variable):

@@ -35,9 +35,12 @@ ACTIONS = (
     "user_demoted",
     "user_deactivated",
     "user_activated",
+    "rate_limited",
 )
 # Written even though the request failed: the failure is what they record.
-FAILURE_ACTIONS = frozenset({"login_failed", "access_denied", "token_reuse_detected"})
+FAILURE_ACTIONS = frozenset(
+    {"login_failed", "access_denied", "token_reuse_detected", "rate_limited"}
+)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from devlab.blueprint import Blueprint
 from devlab.extensions import db
 from devlab.models import USERNAME_MAX, User
 from devlab.passwords import spend_verification_time
+from devlab.ratelimit import limit_login, limit_password_change, limit_refresh, limit_signup
 
 blp = Blueprint(
     "auth", __name__, description="Sign up, log in, refresh and revoke tokens, manage your account."
@@ -44,6 +45,7 @@ def failed_login_detail(attempted: str, user: User | None) -> str:
 
 @blp.route("/signup")
 class Signup(MethodView):
+    @limit_signup
     @blp.arguments(SignupSchema)
     @blp.response(201, UserSchema)
     @blp.alt_error(409, "The username or email is already registered.")
@@ -59,6 +61,7 @@ class Signup(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
+    @limit_login
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
     @blp.alt_error(401, LOGIN_FAILED)
@@ -84,6 +87,7 @@ class Login(MethodView):
 
 @blp.route("/token/refresh")
 class TokenRefresh(MethodView):
+    @limit_refresh
     @refresh_token_required
     @blp.response(200, TokenSchema)
     def post(self):
@@ -128,6 +132,7 @@ class Me(MethodView):
 
 @blp.route("/me/password")
 class PasswordChange(MethodView):
+    @limit_password_change
     @login_required
     @blp.arguments(PasswordChangeSchema)
     @blp.response(204)

@@ -1,0 +1,452 @@
+"""Rate limits: who is counted, what a limited client gets, and where the counts live.
+
+The session app runs with limits off; each test here makes an app of its own with them on.
+"""
+
+import ipaddress
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from config import Config, ConfigError
+from devlab import create_app
+from devlab.extensions import db
+from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, TEST_SETTINGS
+from tests.test_serving import BIN, PROJECT, clean_env, free_port
+
+WRONG_PASSWORD = "not the password at all 123"
+
+
+@pytest.fixture
+def limited(app):
+    """Make apps with rate limits on (in memory unless told otherwise); dispose of them after."""
+    made = []
+
+    def make(**settings):
+        limited_app = create_app(TEST_SETTINGS | {"RATELIMIT_ENABLED": True} | settings)
+        made.append(limited_app)
+        return limited_app
+
+    yield make
+    for limited_app in made:
+        with limited_app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2, decode_responses=True)
+    try:
+        client.ping()
+    except redis.ConnectionError as error:
+        pytest.fail(
+            f"Redis is not reachable at {TEST_REDIS_URL} ({error}); start it or set TEST_REDIS_URL."
+        )
+    yield client
+    client.close()
+
+
+def forget(redis_client, *marks: str) -> None:
+    """Delete the counts whose keys hold one of `marks`, all unique to one test."""
+    for mark in marks:
+        for key in redis_client.scan_iter(match=f"*{mark}*"):
+            redis_client.delete(key)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client, username: str = "alice", password: str = PASSWORD, address: str = "127.0.0.1"):
+    return client.post(
+        "/login",
+        json={"username": username, "password": password},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def signup(client, username: str):
+    return client.post(
+        "/signup",
+        json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+    )
+
+
+def unique_address() -> str:
+    """An address of the benchmarking range (198.18.0.0/15) that no other test run uses."""
+    return str(ipaddress.ip_address("198.18.0.0") + uuid.uuid4().int % 2**17)
+
+
+# --- what a limited client gets -----------------------------------------------------------
+
+
+def test_logins_over_the_address_limit_answer_429_with_retry_after(limited, accounts):
+    client = limited(RATELIMIT_LOGIN="3 per minute").test_client()
+    accounts.signup("alice")
+    allowed = [login(client).status_code for _ in range(3)]
+
+    response = login(client)
+
+    assert allowed == [200, 200, 200]
+    assert response.status_code == 429
+    assert response.is_json
+    body = response.get_json()
+    assert (body["code"], body["status"]) == (429, "Too Many Requests")
+    assert body["message"].startswith("Too many login attempts from your address; try again in")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_the_login_limit_counts_each_client_address_separately(limited, accounts):
+    client = limited(RATELIMIT_LOGIN="2 per minute").test_client()
+    accounts.signup("alice")
+    for _ in range(2):
+        login(client, address="203.0.113.1")
+
+    assert login(client, address="203.0.113.1").status_code == 429
+    assert login(client, address="203.0.113.2").status_code == 200
+
+
+def test_ipv6_clients_count_by_their_64_network(limited, accounts):
+    client = limited(RATELIMIT_LOGIN="2 per minute").test_client()
+    accounts.signup("alice")
+    login(client, address="2001:db8:0:1::1")
+    login(client, address="2001:db8:0:1::2")
+
+    assert login(client, address="2001:db8:0:1::3").status_code == 429
+    assert login(client, address="2001:db8:0:2::1").status_code == 200
+
+
+def test_a_login_the_api_refuses_to_read_still_counts_toward_the_address_limit(limited, accounts):
+    client = limited(RATELIMIT_LOGIN="2 per minute").test_client()
+    accounts.signup("alice")
+    refused = [client.post("/login", json={"username": "alice"}).status_code for _ in range(2)]
+
+    response = login(client)
+
+    assert refused == [422, 422]
+    assert response.status_code == 429
+
+
+def test_an_oversized_login_answers_413_and_leaves_the_limiter_alone(limited, caplog):
+    client = limited().test_client()
+
+    response = client.post("/login", json={"username": "x" * 1024 * 1024, "password": "x"})
+
+    assert response.status_code == 413
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+def test_failed_logins_are_limited_per_username_from_any_address_in_any_case(limited, accounts):
+    client = limited(RATELIMIT_LOGIN_FAILURES="2 per 15 minutes").test_client()
+    accounts.signup("alice")
+    accounts.signup("bob")
+    first = login(client, "alice", WRONG_PASSWORD, address="203.0.113.1")
+    second = client.post(  # a form post, as OAuth2 clients send
+        "/login",
+        data={"username": "ALICE", "password": WRONG_PASSWORD, "grant_type": "password"},
+        environ_base={"REMOTE_ADDR": "203.0.113.2"},
+    )
+
+    response = login(client, "Alice", PASSWORD, address="203.0.113.3")
+
+    assert [first.status_code, second.status_code] == [401, 401]
+    assert response.status_code == 429
+    assert response.get_json()["message"].startswith("Too many failed logins for this username")
+    assert int(response.headers["Retry-After"]) > 60
+    assert login(client, "bob", address="203.0.113.3").status_code == 200
+
+
+def test_successful_logins_do_not_count_as_failed_ones(limited, accounts):
+    client = limited(RATELIMIT_LOGIN_FAILURES="2 per 15 minutes").test_client()
+    accounts.signup("alice")
+    successes = [login(client).status_code for _ in range(4)]
+    failures = [login(client, password=WRONG_PASSWORD).status_code for _ in range(2)]
+
+    response = login(client)
+
+    assert successes == [200] * 4
+    assert failures == [401, 401]
+    assert response.status_code == 429
+
+
+def test_signups_over_the_address_limit_answer_429_and_create_no_account(limited, client):
+    limited_client = limited(RATELIMIT_SIGNUP="2 per minute").test_client()
+
+    answers = [signup(limited_client, name).status_code for name in ("alice", "bob", "carol")]
+
+    assert answers == [201, 201, 429]
+    assert login(client, "carol").status_code == 401
+
+
+def test_refreshes_over_the_address_limit_answer_429_with_retry_after(limited, accounts):
+    client = limited(RATELIMIT_REFRESH="2 per minute").test_client()
+    accounts.signup("alice")
+    refresh_token = login(client).get_json()["refresh_token"]
+    allowed = []
+    for _ in range(2):
+        response = client.post("/token/refresh", headers=bearer(refresh_token))
+        allowed.append(response.status_code)
+        refresh_token = response.get_json()["refresh_token"]
+
+    response = client.post("/token/refresh", headers=bearer(refresh_token))
+
+    assert allowed == [200, 200]
+    assert response.status_code == 429
+    assert response.get_json()["message"].startswith("Too many token refreshes from your address")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    other_address = {"REMOTE_ADDR": "203.0.113.9"}
+    retried = client.post(
+        "/token/refresh", headers=bearer(refresh_token), environ_base=other_address
+    )
+    assert retried.status_code == 200  # the refresh token was not spent by the 429
+
+
+def test_password_changes_over_the_address_limit_answer_429_and_change_nothing(
+    limited, accounts, audit_rows
+):
+    client = limited(RATELIMIT_PASSWORD="2 per minute").test_client()
+    accounts.signup("alice")
+    headers = bearer(login(client).get_json()["access_token"])
+    wrong = {"current_password": WRONG_PASSWORD, "new_password": "a new passphrase"}
+    guesses = [
+        client.post("/me/password", json=wrong, headers=headers).status_code for _ in range(2)
+    ]
+
+    right = {"current_password": PASSWORD, "new_password": "a new passphrase"}
+    response = client.post("/me/password", json=right, headers=headers)
+
+    assert guesses == [401, 401]
+    assert response.status_code == 429
+    assert response.get_json()["message"].startswith("Too many password changes")
+    assert login(client).status_code == 200  # the old password still works
+    (row,) = audit_rows("rate_limited")
+    assert row.detail == "password limit (2 per 1 minute) for 127.0.0.1"
+
+
+# --- the audit trail ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "detail"),
+    [
+        ({"RATELIMIT_LOGIN": "1 per minute"}, "login limit (1 per 1 minute) for 127.0.0.1"),
+        (
+            {"RATELIMIT_LOGIN_FAILURES": "1 per 15 minutes"},
+            "login-failures limit (1 per 15 minute) for mallory",
+        ),
+    ],
+)
+def test_a_limited_request_leaves_an_audit_row_naming_the_limit(
+    limited, audit_rows, settings, detail
+):
+    client = limited(**settings).test_client()
+    login(client, "mallory", WRONG_PASSWORD)
+
+    response = login(client, "Mallory", WRONG_PASSWORD)
+
+    assert response.status_code == 429
+    (row,) = audit_rows("rate_limited")
+    assert row.detail == detail
+    assert (row.user_id, row.ip, row.method, row.path, row.status_code) == (
+        None,
+        "127.0.0.1",
+        "POST",
+        "/login",
+        429,
+    )
+    # The limited request never reached the view, so it tried no password.
+    assert len(audit_rows("login_failed")) == 1
+
+
+# --- turning limits off, settings, documentation ------------------------------------------
+
+
+def test_ratelimit_enabled_0_turns_every_limit_off_in_that_app_only(limited, accounts):
+    tight = {"RATELIMIT_LOGIN": "1 per minute", "RATELIMIT_SIGNUP": "1 per minute"}
+    on = limited(**tight).test_client()
+    off = limited(**tight, RATELIMIT_ENABLED=False).test_client()  # made after the other one
+
+    signups = [signup(off, name).status_code for name in ("alice", "bob", "carol")]
+    logins = [login(off).status_code for _ in range(3)]
+
+    assert signups == [201, 201, 201]
+    assert logins == [200, 200, 200]
+    assert [login(on).status_code for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("RATELIMIT_LOGIN", "ten per minute"),
+        ("RATELIMIT_LOGIN_FAILURES", ""),
+        ("RATELIMIT_SIGNUP", "10 per fortnight"),
+        ("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1:11211"),
+        ("RATELIMIT_STORAGE_URI", "127.0.0.1:6379"),
+    ],
+)
+def test_the_app_refuses_an_unusable_rate_limit_setting(setting, value):
+    with pytest.raises(ConfigError, match=setting):
+        create_app(TEST_SETTINGS | {setting: value})
+
+
+def test_a_refused_storage_uri_is_not_repeated_since_it_may_hold_a_password():
+    with pytest.raises(ConfigError) as refused:
+        create_app(TEST_SETTINGS | {"RATELIMIT_STORAGE_URI": "redis//:s3cret-pw@redis:6379"})
+
+    assert "s3cret-pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize("path", ["/login", "/signup"])
+def test_limited_routes_document_429_with_retry_after(client, path):
+    spec = client.get("/openapi.json").get_json()
+
+    documented = spec["paths"][path]["post"]["responses"]["429"]
+
+    assert "Retry-After" in documented["headers"]
+    schema = documented["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+# --- Redis ---------------------------------------------------------------------------------
+
+
+def test_counts_live_in_redis_when_a_storage_uri_is_set(limited, accounts, redis_client):
+    prefix = f"devlab-test-{uuid.uuid4().hex}"
+    limited_app = limited(
+        RATELIMIT_STORAGE_URI=TEST_REDIS_URL,
+        RATELIMIT_STORAGE_OPTIONS=Config.RATELIMIT_STORAGE_OPTIONS | {"key_prefix": prefix},
+        RATELIMIT_LOGIN="2 per minute",
+    )
+    client = limited_app.test_client()
+    accounts.signup("alice")
+    try:
+        allowed = [login(client, password=WRONG_PASSWORD).status_code for _ in range(2)]
+
+        response = login(client)
+
+        keys = set(redis_client.scan_iter(match=f"{prefix}:*"))
+    finally:
+        forget(redis_client, prefix)
+    assert allowed == [401, 401]
+    assert response.status_code == 429
+    assert keys == {
+        f"{prefix}:LIMITER/127.0.0.1/login/2/1/minute",
+        f"{prefix}:LIMITER/alice/login-failures/5/15/minute",
+    }
+
+
+def post(base: str, path: str, body: dict, address: str | None = None) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        base + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    if address:
+        request.add_header("X-Forwarded-For", address)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+@contextmanager
+def serving(log: Path, **settings: str):
+    """gunicorn with one worker on the test database; yields its base URL."""
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=TEST_DATABASE_URL,
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        ARGON2_TIME_COST="1",
+        ARGON2_MEMORY_KIB="8",
+        ARGON2_PARALLELISM="1",
+        **settings,
+    )
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+            cwd=PROJECT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2):  # noqa: S310 (loopback)
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"RATELIMIT_LOGIN": "4 per minute", "RATELIMIT_LOGIN_FAILURES": "100 per 15 minutes"},
+        {"RATELIMIT_LOGIN": "100 per minute", "RATELIMIT_LOGIN_FAILURES": "4 per 15 minutes"},
+    ],
+    ids=["per-address", "failures-per-username"],
+)
+def test_two_servers_on_one_redis_share_one_limit(tmp_path, redis_client, settings):
+    address, username = unique_address(), f"nobody-{uuid.uuid4().hex}"
+    attempt = {"username": username, "password": WRONG_PASSWORD}
+    shared = settings | {"RATELIMIT_STORAGE_URI": TEST_REDIS_URL, "TRUSTED_PROXY_HOPS": "1"}
+    try:
+        with (
+            serving(tmp_path / "a.log", **shared) as one,
+            serving(tmp_path / "b.log", **shared) as other,
+        ):
+            split = [post(base, "/login", attempt, address)[0] for base in (one, other) * 2]
+
+            over = [post(base, "/login", attempt, address)[0] for base in (one, other)]
+    finally:
+        forget(redis_client, address, username)
+
+    assert split == [401] * 4
+    assert over == [429, 429]
+
+
+def test_an_unreachable_redis_is_logged_once_and_requests_are_still_served(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    closed_port = free_port()
+    credentials = {"username": "alice", "password": PASSWORD}
+    account = credentials | {"email": "alice@example.com"}
+    with serving(
+        log,
+        RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{closed_port}/0",
+        RATELIMIT_LOGIN="3 per minute",
+    ) as base:
+        served = [post(base, "/signup", account)[0]]
+        served += [post(base, "/login", credentials)[0] for _ in range(3)]
+
+        # Meanwhile the process counts in its own memory, so its limits still hold.
+        over = post(base, "/login", credentials)[0]
+
+    assert served == [201, 200, 200, 200]
+    assert over == 429
+    written = log.read_text()
+    warnings = [
+        line for line in written.splitlines() if "rate limit storage unreachable" in line.lower()
+    ]
+    assert len(warnings) == 1, written
+    assert "WARNING" in warnings[0]
+    assert "Traceback" not in written
