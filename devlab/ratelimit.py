@@ -35,6 +35,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
 from devlab.audit.trail import audit
+from devlab.auth.schemas import could_be_a_username
 from devlab.errors import error_response
 from devlab.models import EMAIL_MAX
 
@@ -168,7 +169,10 @@ def too_many_requests(error: RateLimitExceeded):
     """Answer 429 in the one error shape, say when to retry, and audit which limit it was."""
     limit = error.limit
     retry_after = _seconds_to_retry(limit.limit.get_expiry())
-    audit("rate_limited", f"{limit.scope} limit ({limit.limit}) for {limit.key_func()}")
+    counted = limit.key_func()
+    if limit.scope == "login-failures" and not could_be_a_username(counted):
+        counted = "a name that is no username (not recorded)"
+    audit("rate_limited", f"{limit.scope} limit ({limit.limit}) for {counted}")
     return error_response(
         429,
         f"{error.description}; try again in {retry_after} seconds.",

@@ -1,5 +1,3 @@
-import re
-
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
@@ -7,17 +5,17 @@ from flask_smorest import abort
 from devlab.audit.trail import audit, keep_changes_despite_failure
 from devlab.auth.access import login_required, refresh_token_required
 from devlab.auth.schemas import (
-    USERNAME_PATTERN,
     LoginSchema,
     PasswordChangeSchema,
     SignupSchema,
     TokenSchema,
     UserSchema,
+    could_be_a_username,
 )
 from devlab.auth.tokens import current_family, hand_on, locked_current_family, start_family
 from devlab.blueprint import Blueprint
 from devlab.extensions import db
-from devlab.models import USERNAME_MAX, User
+from devlab.models import User
 from devlab.passwords import spend_verification_time
 from devlab.ratelimit import limit_login, limit_password_change, limit_refresh, limit_signup
 
@@ -38,7 +36,7 @@ def failed_login_detail(attempted: str, user: User | None) -> str:
     if user is not None:
         state = " (account deactivated)" if not user.is_active else ""
         return f"attempted username: {attempted}{state}"
-    if len(attempted) <= USERNAME_MAX and re.fullmatch(USERNAME_PATTERN, attempted):
+    if could_be_a_username(attempted):
         return f"attempted username: {attempted} (no such user)"
     return "attempted username: not a valid username (not recorded)"
 

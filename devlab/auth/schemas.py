@@ -1,9 +1,20 @@
+import re
+
 from marshmallow import Schema, fields, validate
 
 from devlab.fields import SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
 
+USERNAME_MIN = 3
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+def could_be_a_username(name: str) -> bool:
+    """Whether signup could have accepted `name`; audit rows name nothing else a client typed,
+    since people type passwords into the username box."""
+    return USERNAME_MIN <= len(name) <= USERNAME_MAX and re.fullmatch(USERNAME_PATTERN, name) is not None
+
+
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 
@@ -31,7 +42,7 @@ class SignupSchema(Schema):
     username = SafeString(
         required=True,
         validate=[
-            validate.Length(min=3, max=USERNAME_MAX),
+            validate.Length(min=USERNAME_MIN, max=USERNAME_MAX),
             validate.Regexp(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
         ],
         metadata={"description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case)."},
