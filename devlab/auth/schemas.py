@@ -10,9 +10,13 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 def could_be_a_username(name: str) -> bool:
-    """Whether signup could have accepted `name`; audit rows name nothing else a client typed,
-    since people type passwords into the username box."""
-    return USERNAME_MIN <= len(name) <= USERNAME_MAX and re.fullmatch(USERNAME_PATTERN, name) is not None
+    """Whether signup could have accepted `name`.
+
+    Audit rows name nothing else a client typed: people type passwords into the username box.
+    """
+    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
+        return False
+    return re.fullmatch(USERNAME_PATTERN, name) is not None
 
 
 PASSWORD_MIN = 8
