@@ -5,12 +5,9 @@ The session app runs with limits off; each test here makes an app of its own wit
 
 import ipaddress
 import json
-import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,8 @@ import redis
 from config import Config, ConfigError
 from devlab import create_app
 from devlab.extensions import db
-from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, TEST_SETTINGS
-from tests.test_serving import BIN, PROJECT, clean_env, free_port
+from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS
+from tests.servers import free_port, gunicorn_serving
 
 WRONG_PASSWORD = "not the password at all 123"
 
@@ -359,43 +356,9 @@ def post(base: str, path: str, body: dict, address: str | None = None) -> tuple[
         return error.code, dict(error.headers), json.loads(error.read())
 
 
-@contextmanager
 def serving(log: Path, **settings: str):
-    """gunicorn with one worker on the test database; yields its base URL."""
-    port = free_port()
-    env = clean_env(
-        DATABASE_URL=TEST_DATABASE_URL,
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
-        ARGON2_TIME_COST="1",
-        ARGON2_MEMORY_KIB="8",
-        ARGON2_PARALLELISM="1",
-        **settings,
-    )
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-            cwd=PROJECT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2):  # noqa: S310 (loopback)
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    """One gunicorn worker, so that two servers are two processes with a count each."""
+    return gunicorn_serving(log, WEB_CONCURRENCY="1", **settings)
 
 
 @pytest.mark.parametrize(

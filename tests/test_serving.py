@@ -1,39 +1,18 @@
 """The real thing: gunicorn serving the app, and the `flask` command refusing bad settings."""
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, TEST_DATABASE_URL
-
-PROJECT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def clean_env(**settings: str) -> dict:
-    """The environment without any DevLab setting of the developer's own, plus `settings`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_"))
-    }
-    return env | {"FLASK_APP": "wsgi"} | settings
+from tests.conftest import PASSWORD
+from tests.servers import BIN, PROJECT, clean_env, free_port, gunicorn_serving
 
 
 def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int, dict]:
@@ -53,41 +32,10 @@ def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int,
 @pytest.fixture
 def gunicorn(tmp_path):
     """gunicorn with two workers on PostgreSQL, in development with no JWT secret set."""
-    port = free_port()
     log = tmp_path / "gunicorn.log"
-    env = clean_env(
-        DATABASE_URL=TEST_DATABASE_URL,
-        PORT=str(port),
-        WEB_CONCURRENCY="2",
-        ARGON2_TIME_COST="1",
-        ARGON2_MEMORY_KIB="8",
-        ARGON2_PARALLELISM="1",
-        RATELIMIT_ENABLED="0",  # the tests below log in more often than a client may
-    )
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-            cwd=PROJECT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if call(base, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+    # Rate limits off: the tests below log in more often than a client may.
+    with gunicorn_serving(log, WEB_CONCURRENCY="2", RATELIMIT_ENABLED="0") as base:
         yield base, log
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_gunicorn_workers_share_one_signing_key(gunicorn):

@@ -23,31 +23,31 @@ def user_or_404(user_id: int) -> User:
     return db.get_or_404(User, user_id, description="User not found.")
 
 
-def lock_active_admins() -> list[int]:
-    """Lock the active admins' rows until the request commits, and return their ids.
+def user_to_change(user_id: int, *, takes_admin_role: bool = False) -> User:
+    """The user a role or account change applies to, read under the admins' lock.
 
-    Role changes run one at a time from here on, each seeing the last one's outcome, so
-    that two admins removing each other at the same moment cannot both succeed, and an
-    admin demoted meanwhile can no longer act (403).
+    The active admins' rows stay locked until the request commits, so role changes run one
+    at a time, each seeing the last one's outcome: two admins removing each other at the same
+    moment cannot both succeed, and an admin demoted meanwhile can no longer act (403). A
+    change that `takes_admin_role` from the last active admin is refused (409).
     """
+    user = user_or_404(user_id)
     active_admin_ids = db.session.scalars(
         select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
     ).all()
     if current_user.id not in active_admin_ids:
         audit("access_denied", "admin role lost while the request waited")
         abort(403, message="This requires the admin role.")
-    return active_admin_ids
-
-
-def ensure_another_active_admin(user: User) -> None:
-    """Refuse to take the admin role from the last active admin: 409."""
-    if lock_active_admins() == [user.id]:
+    if takes_admin_role and active_admin_ids == [user.id]:
         abort(409, message="This is the last active admin; make another admin first.")
     db.session.refresh(user)  # as it is now that the lock is ours
+    return user
 
 
-def unchanged_note(changed: bool, state: str) -> str:
-    return "" if changed else f" (already {state})"
+def audit_change(action: str, done: str, user: User, *, changed: bool, already: str) -> None:
+    """Audit a role or account change; an idempotent repeat says the user already was so."""
+    repeat = "" if changed else f" (already {already})"
+    audit(action, f"{done} user {user.id} ({user.username}){repeat}")
 
 
 @blp.route("/users")
@@ -71,13 +71,10 @@ class Promote(MethodView):
         Takes effect at once, also for tokens the user already holds. Promoting an admin
         changes nothing and answers the same.
         """
-        user = user_or_404(user_id)
-        lock_active_admins()
-        db.session.refresh(user)
+        user = user_to_change(user_id)
         changed = not user.is_admin
         user.is_admin = True
-        note = unchanged_note(changed, "an admin")
-        audit("user_promoted", f"promoted user {user.id} ({user.username}){note}")
+        audit_change("user_promoted", "promoted", user, changed=changed, already="an admin")
         return user
 
 
@@ -93,12 +90,10 @@ class Demote(MethodView):
         Takes effect at once: the user's tokens keep working, but admin routes answer 403.
         Demoting a normal user changes nothing and answers the same.
         """
-        user = user_or_404(user_id)
-        ensure_another_active_admin(user)
+        user = user_to_change(user_id, takes_admin_role=True)
         changed = user.is_admin
         user.is_admin = False
-        note = unchanged_note(changed, "not an admin")
-        audit("user_demoted", f"demoted user {user.id} ({user.username}){note}")
+        audit_change("user_demoted", "demoted", user, changed=changed, already="not an admin")
         return user
 
 
@@ -114,13 +109,11 @@ class Deactivate(MethodView):
         The user can no longer log in, and every token they hold is refused at once and
         stays revoked if the account is activated again.
         """
-        user = user_or_404(user_id)
-        ensure_another_active_admin(user)
+        user = user_to_change(user_id, takes_admin_role=True)
         changed = user.is_active
         user.is_active = False
         user.revoke_tokens()
-        note = unchanged_note(changed, "inactive")
-        audit("user_deactivated", f"deactivated user {user.id} ({user.username}){note}")
+        audit_change("user_deactivated", "deactivated", user, changed=changed, already="inactive")
         return user
 
 
@@ -131,11 +124,8 @@ class Activate(MethodView):
     @blp.alt_error(404, NOT_FOUND)
     def post(self, user_id):
         """Activate an account again; the user logs in anew."""
-        user = user_or_404(user_id)
-        lock_active_admins()
-        db.session.refresh(user)
+        user = user_to_change(user_id)
         changed = not user.is_active
         user.is_active = True
-        note = unchanged_note(changed, "active")
-        audit("user_activated", f"activated user {user.id} ({user.username}){note}")
+        audit_change("user_activated", "activated", user, changed=changed, already="active")
         return user

@@ -1,0 +1,73 @@
+"""Real gunicorn processes for the tests that need what only a real server shows."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import TEST_DATABASE_URL
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEVLAB_SETTING_PREFIXES = ("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clean_env(**settings: str) -> dict:
+    """The environment without any DevLab setting of the developer's own, plus `settings`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(DEVLAB_SETTING_PREFIXES)
+    }
+    return env | {"FLASK_APP": "wsgi"} | settings
+
+
+@contextmanager
+def gunicorn_serving(log: Path, **settings: str):
+    """gunicorn on the test database with cheap hashing and `settings`; yields its base URL.
+
+    The server's output goes to `log`. It is stopped on the way out, whatever happened.
+    """
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=TEST_DATABASE_URL,
+        PORT=str(port),
+        ARGON2_TIME_COST="1",
+        ARGON2_MEMORY_KIB="8",
+        ARGON2_PARALLELISM="1",
+        **settings,
+    )
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+            cwd=PROJECT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2):  # noqa: S310 (loopback)
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
