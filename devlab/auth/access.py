@@ -81,7 +81,7 @@ def _invalid_token(_reason: str):
 
 @jwt.expired_token_loader
 def _expired_token(_jwt_header: dict, _jwt_data: dict):
-    return _deny("Token has expired; log in again.", "expired token")
+    return _deny("Token has expired; refresh it or log in again.", "expired token")
 
 
 @jwt.user_lookup_error_loader
