@@ -9,6 +9,8 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
 | TRUSTED_PROXY_HOPS       | 0                       | proxies whose X-Forwarded-For is believed |
+| FORCE_HTTPS              | 0                       | 1: send Strict-Transport-Security         |
+| CORS_ORIGINS             | (none: CORS off)        | comma-separated origins allowed by CORS   |
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
@@ -17,6 +19,7 @@ PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """
 
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +51,8 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_BYTES = 32
 DEV_KEY_FILENAME = "jwt-secret"
+# What a browser sends as Origin: scheme, host and an optional port; no path, no wildcard.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class ConfigError(RuntimeError):
@@ -65,6 +70,30 @@ def _int_from_env(name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
     return value
+
+
+def _bool_from_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}.")
+
+
+def parse_origins(raw: str) -> list[str]:
+    """The CORS allow-list from its comma-separated form; an empty list leaves CORS off."""
+    origins = [origin.strip() for origin in raw.split(",") if origin.strip()]
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                "CORS_ORIGINS must list origins such as https://app.example.com "
+                f"(scheme, host and optional port; no path or wildcard), not {origin!r}."
+            )
+    return origins
 
 
 def normalize_database_url(url: str) -> str:
@@ -103,6 +132,7 @@ def finalize_config(config: dict, instance_path: str) -> None:
         "SQLALCHEMY_ENGINE_OPTIONS", engine_options_for(config["SQLALCHEMY_DATABASE_URI"])
     )
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
+    config["CORS_ORIGINS"] = parse_origins(config["CORS_ORIGINS"])
 
 
 def resolve_jwt_secret(config: dict, instance_path: str) -> str:
@@ -160,6 +190,9 @@ class Config:
     JWT_COOKIE_CSRF_PROTECT = False  # tokens travel only in headers, so no csrf claim
 
     TRUSTED_PROXY_HOPS = _int_from_env("TRUSTED_PROXY_HOPS", 0)
+
+    FORCE_HTTPS = _bool_from_env("FORCE_HTTPS", False)
+    CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "")
 
     # argon2id costs; the defaults (RFC 9106's second recommendation) exceed OWASP's minimums.
     ARGON2_TIME_COST = _int_from_env("ARGON2_TIME_COST", 3, minimum=1)

@@ -6,7 +6,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalize_config
-from devlab import admin, audit, auth, cli, docs, health, notes
+from devlab import admin, audit, auth, cli, docs, headers, health, notes
 from devlab.audit import trail
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
@@ -35,6 +35,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         api.register_blueprint(feature.blp)
     docs.init_app(app)
     register_error_handlers(app)
+    # Before the audit hook: after-request hooks run last-registered first, so the headers also
+    # reach the 503 that hook answers when its commit fails.
+    headers.init_app(app)
     trail.init_app(app)
     cli.init_app(app)
     return app
