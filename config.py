@@ -6,6 +6,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 |--------------------------|-------------------------|-------------------------------------------|
 | DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
+| DATABASE_TIMEOUT_SECONDS | 2                       | longest wait for PostgreSQL, see below    |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
 | TRUSTED_PROXY_HOPS       | 0                       | proxies whose X-Forwarded-For is believed |
@@ -14,6 +15,9 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
+
+DATABASE_TIMEOUT_SECONDS bounds each connection attempt and each statement outside CLI commands
+(devlab/db_timeout.py); a request that finds PostgreSQL gone answers 503 within about twice that.
 
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """
@@ -107,14 +111,6 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def engine_options_for(url: str) -> dict:
-    """Connection options: fail fast when PostgreSQL is away, and recover when it returns."""
-    options: dict = {"pool_pre_ping": True}
-    if url.startswith("postgresql+psycopg2://"):
-        options["connect_args"] = {"connect_timeout": 5}
-    return options
-
-
 def is_weak_secret(secret: str | None) -> bool:
     if not secret:
         return True
@@ -128,9 +124,9 @@ def finalize_config(config: dict, instance_path: str) -> None:
             f"DEVLAB_ENV must be 'development' or 'production', not {config['DEVLAB_ENV']!r}."
         )
     config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
-    config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS", engine_options_for(config["SQLALCHEMY_DATABASE_URI"])
-    )
+    # Pre-ping: recover when PostgreSQL returns. Failing fast while it is away is the job of
+    # devlab/db_timeout.py, not libpq's connect_timeout, which psycopg2 then ignores.
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
     config["CORS_ORIGINS"] = parse_origins(config["CORS_ORIGINS"])
 
@@ -179,6 +175,7 @@ class Config:
     SQLALCHEMY_DATABASE_URI = normalize_database_url(
         os.environ.get("DATABASE_URL") or "sqlite:///devlab.db"
     )
+    DATABASE_TIMEOUT_SECONDS = _int_from_env("DATABASE_TIMEOUT_SECONDS", 2, minimum=1)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(

@@ -6,7 +6,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalize_config
-from devlab import admin, audit, auth, cli, docs, headers, health, notes
+from devlab import admin, audit, auth, cli, db_timeout, docs, headers, health, notes
 from devlab.audit import trail
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
@@ -28,6 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     db.init_app(app)
+    db_timeout.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)
     api.init_app(app)
