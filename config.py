@@ -6,10 +6,13 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 |--------------------------|-------------------------|-------------------------------------------|
 | DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
+| DATABASE_TIMEOUT_SECONDS | 2                       | longest wait for PostgreSQL, see below    |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
 | JWT_REFRESH_TOKEN_DAYS   | 14                      | lifetime of a refresh token               |
 | TRUSTED_PROXY_HOPS       | 0                       | proxies whose X-Forwarded-For is believed |
+| FORCE_HTTPS              | 0                       | 1: send Strict-Transport-Security         |
+| CORS_ORIGINS             | (none: CORS off)        | comma-separated origins allowed by CORS   |
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
@@ -24,10 +27,14 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 In production the argon2id costs must reach one of OWASP's minimum settings (see
 `OWASP_ARGON2ID_MINIMUMS`); development and the tests may use cheaper ones.
 
+DATABASE_TIMEOUT_SECONDS bounds each connection attempt and each statement outside CLI commands
+(devlab/db_timeout.py); a request that finds PostgreSQL gone answers 503 within about twice that.
+
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """
 
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -68,6 +75,8 @@ RATE_LIMIT_SETTINGS = (
 )
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
 DEV_KEY_FILENAME = "jwt-secret"
+# What a browser sends as Origin: scheme, host and an optional port; no path, no wildcard.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 # OWASP Password Storage Cheat Sheet: argon2id settings of equal strength, as
 # (iterations, KiB of memory), each with parallelism 1. Production must reach one of them.
@@ -103,6 +112,18 @@ def _bool_from_env(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be 1 or 0, not {raw!r}.")
 
 
+def parse_origins(raw: str) -> list[str]:
+    """The CORS allow-list from its comma-separated form; an empty list leaves CORS off."""
+    origins = [origin.strip() for origin in raw.split(",") if origin.strip()]
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                "CORS_ORIGINS must list origins such as https://app.example.com "
+                f"(scheme, host and optional port; no path or wildcard), not {origin!r}."
+            )
+    return origins
+
+
 def normalize_database_url(url: str) -> str:
     """Map the URL forms people paste onto the psycopg2 driver.
 
@@ -112,14 +133,6 @@ def normalize_database_url(url: str) -> str:
     if separator and scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
         return f"postgresql+psycopg2://{rest}"
     return url
-
-
-def engine_options_for(url: str) -> dict:
-    """Connection options: fail fast when PostgreSQL is away, and recover when it returns."""
-    options: dict = {"pool_pre_ping": True}
-    if url.startswith("postgresql+psycopg2://"):
-        options["connect_args"] = {"connect_timeout": 5}
-    return options
 
 
 def is_weak_secret(secret: str | None) -> bool:
@@ -135,12 +148,13 @@ def finalize_config(config: dict, instance_path: str) -> None:
             f"DEVLAB_ENV must be 'development' or 'production', not {config['DEVLAB_ENV']!r}."
         )
     config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
-    config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS", engine_options_for(config["SQLALCHEMY_DATABASE_URI"])
-    )
+    # Pre-ping: recover when PostgreSQL returns. Failing fast while it is away is the job of
+    # devlab/db_timeout.py, not libpq's connect_timeout, which psycopg2 then ignores.
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
     check_argon2_costs(config)
     check_rate_limits(config)
+    config["CORS_ORIGINS"] = parse_origins(config["CORS_ORIGINS"])
 
 
 def check_argon2_costs(config: dict) -> None:
@@ -224,6 +238,7 @@ class Config:
     SQLALCHEMY_DATABASE_URI = normalize_database_url(
         os.environ.get("DATABASE_URL") or "sqlite:///devlab.db"
     )
+    DATABASE_TIMEOUT_SECONDS = _int_from_env("DATABASE_TIMEOUT_SECONDS", 2, minimum=1)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(
@@ -238,6 +253,9 @@ class Config:
     JWT_COOKIE_CSRF_PROTECT = False  # tokens travel only in headers, so no csrf claim
 
     TRUSTED_PROXY_HOPS = _int_from_env("TRUSTED_PROXY_HOPS", 0)
+
+    FORCE_HTTPS = _bool_from_env("FORCE_HTTPS", False)
+    CORS_ORIGINS = os.environ.get("CORS_ORIGINS", "")
 
     # argon2id costs; the defaults (RFC 9106's second recommendation) exceed OWASP's minimums.
     ARGON2_TIME_COST = _int_from_env("ARGON2_TIME_COST", 3, minimum=1)

@@ -6,7 +6,19 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalize_config
-from devlab import admin, audit, auth, cli, docs, health, notes, ratelimit, request_body
+from devlab import (
+    admin,
+    audit,
+    auth,
+    cli,
+    db_timeout,
+    docs,
+    headers,
+    health,
+    notes,
+    ratelimit,
+    request_body,
+)
 from devlab.audit import trail
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
@@ -29,6 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     db.init_app(app)
+    db_timeout.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)
     api.init_app(app)
@@ -36,6 +49,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         api.register_blueprint(feature.blp)
     docs.init_app(app)
     register_error_handlers(app)
+    # Before the audit hook: after-request hooks run last-registered first, so the headers also
+    # reach the 503 that hook answers when its commit fails.
+    headers.init_app(app)
     ratelimit.init_app(app)
     trail.init_app(app)
     cli.init_app(app)

@@ -13,7 +13,10 @@ from tests.conftest import TEST_DATABASE_URL
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DEVLAB_SETTING_PREFIXES = ("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_")
+DEVLAB_SETTING_PREFIXES = (
+    *("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_", "CORS_", "FORCE_"),
+    *("GUNICORN_", "WEB_CONCURRENCY", "HOST", "PORT"),
+)
 
 
 def free_port() -> int:

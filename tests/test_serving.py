@@ -33,8 +33,10 @@ def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int,
 def gunicorn(tmp_path):
     """gunicorn with two workers on PostgreSQL, in development with no JWT secret set."""
     log = tmp_path / "gunicorn.log"
-    # Rate limits off: the tests below log in more often than a client may.
-    with gunicorn_serving(log, WEB_CONCURRENCY="2", RATELIMIT_ENABLED="0") as base:
+    # Rate limits off: the tests below log in more often than a client may. One thread per
+    # worker, so that concurrent clients reach both workers, not the threads of one.
+    settings = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "1", "RATELIMIT_ENABLED": "0"}
+    with gunicorn_serving(log, **settings) as base:
         yield base, log
 
 

@@ -1,0 +1,62 @@
+"""A PostgreSQL that stops answering costs a request seconds, not a gunicorn worker.
+
+libpq bounds only its own connection attempts (connect_timeout), and nothing bounds a statement
+whose answer never comes. A server that accepts TCP and then says nothing (a hung host, a proxy
+or pooler whose upstream is gone) would hold the request until gunicorn kills the worker: TCP
+keepalives and tcp_user_timeout don't fire while something on the way still acknowledges the
+packets, and PostgreSQL's statement_timeout needs a server that is listening.
+
+So psycopg2 does all its waiting in `wait_with_deadline`, which gives up after
+DATABASE_TIMEOUT_SECONDS on a connection attempt and on any statement but a CLI command's (a
+migration may take minutes). Giving up closes the connection: SQLAlchemy takes that as a
+disconnect and errors.py answers 503. A request that finds the database gone waits twice at
+most: for the pre-ping of a pooled connection (whose failure marks the whole pool stale) and
+for one new connection.
+"""
+
+import math
+import select
+import time
+
+import click
+import psycopg2
+from flask import Flask, current_app, has_app_context
+from psycopg2 import extensions
+
+
+def init_app(app: Flask) -> None:
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://"):
+        # One callback for the whole process: psycopg2 has no per-connection setting.
+        extensions.set_wait_callback(wait_with_deadline)
+
+
+def wait_with_deadline(connection) -> None:
+    """psycopg2's wait callback: poll the connection until it is done, or out of time."""
+    limit = _limit_for(connection)
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        state = connection.poll()
+        if state == extensions.POLL_OK:
+            return
+        if state not in (extensions.POLL_READ, extensions.POLL_WRITE):
+            raise psycopg2.OperationalError(f"Unexpected state {state} from poll().")
+        poller = select.poll()
+        # Read the socket anew each time: libpq opens another one per address it tries.
+        poller.register(
+            connection.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT
+        )
+        if deadline is None:
+            poller.poll()
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
+            raise psycopg2.OperationalError(f"PostgreSQL did not answer within {limit} seconds.")
+
+
+def _limit_for(connection) -> int | None:
+    if not has_app_context():
+        return None
+    connecting = connection.status == extensions.STATUS_SETUP
+    if connecting or click.get_current_context(silent=True) is None:
+        return current_app.config["DATABASE_TIMEOUT_SECONDS"]
+    return None

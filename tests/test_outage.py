@@ -1,0 +1,228 @@
+"""PostgreSQL going away under a running app: quick JSON 503s, /health up, recovery on return.
+
+The app reaches PostgreSQL through a loopback proxy that the tests cut (connections closed,
+new ones refused) or turn into a black hole (TCP accepted, nothing answered: a hung server).
+"""
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import click
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+
+from devlab import create_app
+from devlab.errors import DATABASE_UNAVAILABLE
+from devlab.extensions import db
+from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_SETTINGS, Accounts
+from tests.tcp_proxy import TcpProxy
+from tests.test_serving import BIN, PROJECT, clean_env
+
+# A functional bound on each answer during an outage, not a benchmark.
+ANSWER_WITHIN_SECONDS = 5
+# When a request has not answered even by then, the test stops waiting and fails.
+GIVE_UP_AFTER_SECONDS = 30
+OUTAGES = ["cut", "black_hole"]
+UNAVAILABLE = {"code": 503, "status": "Service Unavailable", "message": DATABASE_UNAVAILABLE}
+
+NEEDS_DATABASE = [
+    ("post", "/signup", {"username": "carol", "email": "c@example.com", "password": PASSWORD}),
+    ("post", "/login", {"username": "root", "password": PASSWORD}),
+    ("get", "/me", None),
+    ("get", "/notes", None),
+    ("post", "/notes", {"text": "written during the outage"}),
+    ("get", "/notes/1", None),
+    ("patch", "/notes/1", {"text": "changed during the outage"}),
+    ("delete", "/notes/1", None),
+    ("get", "/admin/users", None),
+    ("post", "/admin/promote/1", None),
+    ("get", "/audit/logs", None),
+    ("get", "/dbstatus", None),
+]
+NEEDS_NO_DATABASE = ["/health", "/", "/openapi.json", "/docs"]
+
+
+@pytest.fixture
+def proxy():
+    target = make_url(TEST_DATABASE_URL)
+    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_app(proxy):
+    """An app like the suite's, reaching the same database through the proxy."""
+    url = make_url(TEST_DATABASE_URL).set(host="127.0.0.1", port=proxy.port)
+    settings = {"SQLALCHEMY_DATABASE_URI": url.render_as_string(hide_password=False)}
+    app = create_app(TEST_SETTINGS | settings)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def timed(app, method: str, path: str, body=None, headers=None):
+    """One request from a client of its own (so threads can share the app), and its duration."""
+    started = time.monotonic()
+    response = getattr(app.test_client(), method)(path, json=body, headers=headers or {})
+    return response, time.monotonic() - started
+
+
+def answers_to(app, routes: list[tuple], headers=None) -> dict[str, tuple]:
+    """Send `routes` all at once, as clients would come; each must still answer in time.
+
+    A request stuck past GIVE_UP_AFTER_SECONDS fails the test; restoring the proxy, which the
+    caller does in a `finally`, closes its connection and so ends it.
+    """
+    pool = ThreadPoolExecutor(max_workers=len(routes))
+    futures = {
+        f"{method.upper()} {path}": pool.submit(timed, app, method, path, body, headers)
+        for method, path, body in routes
+    }
+    _, stuck = wait(futures.values(), timeout=GIVE_UP_AFTER_SECONDS)
+    pool.shutdown(wait=False)
+    assert not stuck, f"{len(stuck)} requests had no answer after {GIVE_UP_AFTER_SECONDS} s"
+    return {route: future.result() for route, future in futures.items()}
+
+
+def slow_or_wrong(answers: dict, status: int, body: dict | None) -> list[str]:
+    """What fails the rule: a status, a body or a duration other than expected."""
+    return [
+        f"{route}: {response.status_code} after {seconds:.2f} s, {response.get_json()}"
+        for route, (response, seconds) in answers.items()
+        if response.status_code != status
+        or (body is not None and response.get_json() != body)
+        or seconds >= ANSWER_WITHIN_SECONDS
+    ]
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_during_an_outage_routes_answer_503_quickly_and_the_app_recovers(
+    proxy, proxied_app, audit_rows, outage
+):
+    accounts = Accounts(proxied_app, proxied_app.test_client())
+    headers = accounts.admin_headers("root")
+    before = timed(proxied_app, "post", "/notes", {"text": "written before"}, headers)[0]
+    assert before.status_code == 201
+    rows_before = [(row.action, row.status_code) for row in audit_rows()]
+
+    getattr(proxy, outage)()
+    try:
+        needing = answers_to(proxied_app, NEEDS_DATABASE, headers)
+        not_needing = answers_to(proxied_app, [("get", path, None) for path in NEEDS_NO_DATABASE])
+    finally:
+        proxy.restore()
+
+    assert slow_or_wrong(needing, 503, UNAVAILABLE) == []
+    assert slow_or_wrong(not_needing, 200, None) == []
+    assert not_needing["GET /health"][0].get_json() == {"status": "ok"}
+    assert timed(proxied_app, "get", "/dbstatus")[0].get_json() == {"database": "ok"}
+    notes = timed(proxied_app, "get", "/notes", headers=headers)[0].get_json()["notes"]
+    assert [note["text"] for note in notes] == ["written before"]
+    users = timed(proxied_app, "get", "/admin/users", headers=headers)[0].get_json()["users"]
+    assert [user["username"] for user in users] == ["root"]
+    assert [(row.action, row.status_code) for row in audit_rows()] == rows_before
+    after = timed(proxied_app, "post", "/notes", {"text": "written after"}, headers)[0]
+    assert after.status_code == 201
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_a_write_cut_off_at_its_commit_answers_503_and_leaves_nothing(
+    proxy, proxied_app, audit_rows, outage
+):
+    accounts = Accounts(proxied_app, proxied_app.test_client())
+    headers = accounts.headers("alice")
+    rows_before = [(row.action, row.status_code) for row in audit_rows()]
+    with proxied_app.app_context():
+        engine = db.engine
+    # The note and its audit row are written; the database goes away just before COMMIT.
+    event.listen(engine, "commit", lambda _connection: getattr(proxy, outage)(), once=True)
+
+    try:
+        answers = answers_to(proxied_app, [("post", "/notes", {"text": "never stored"})], headers)
+    finally:
+        proxy.restore()
+    response, seconds = answers["POST /notes"]
+
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+    assert seconds < ANSWER_WITHIN_SECONDS
+    assert response.headers["Cache-Control"] == "no-store"
+    assert timed(proxied_app, "get", "/notes", headers=headers)[0].get_json()["total"] == 0
+    assert [(row.action, row.status_code) for row in audit_rows()] == rows_before
+
+
+def test_a_commit_whose_answer_never_comes_answers_503_and_its_change_stays_whole(
+    proxy, proxied_app, audit_rows
+):
+    """The server commits, the answer is lost: no client can tell, but nothing is half-written."""
+    accounts = Accounts(proxied_app, proxied_app.test_client())
+    headers = accounts.headers("alice")
+    with proxied_app.app_context():
+        engine = db.engine
+    event.listen(engine, "commit", lambda _connection: proxy.lose_answers(), once=True)
+
+    try:
+        answers = answers_to(proxied_app, [("post", "/notes", {"text": "stored unheard"})], headers)
+    finally:
+        proxy.restore()
+    response, seconds = answers["POST /notes"]
+
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+    assert seconds < ANSWER_WITHIN_SECONDS
+    notes = timed(proxied_app, "get", "/notes", headers=headers)[0].get_json()["notes"]
+    assert [note["text"] for note in notes] == ["stored unheard"]
+    assert [row.action for row in audit_rows("note_created")] == ["note_created"]
+
+
+@pytest.fixture
+def sleepy_app():
+    """An app with a one-second limit, and a route and a command that sleep in PostgreSQL."""
+    app = create_app(TEST_SETTINGS | {"DATABASE_TIMEOUT_SECONDS": 1})
+
+    @app.get("/sleep")
+    def sleep_in_a_request():
+        db.session.execute(text("SELECT pg_sleep(3)"))
+        return {"slept": True}
+
+    @app.cli.command("sleep")
+    def sleep_in_a_command():
+        db.session.execute(text("SELECT pg_sleep(1.5)"))
+        click.echo("slept")
+
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_a_statement_outlasting_the_limit_in_a_request_answers_503(sleepy_app):
+    answers = answers_to(sleepy_app, [("get", "/sleep", None)])
+
+    response, seconds = answers["GET /sleep"]
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+    assert 1 <= seconds < 3
+
+
+def test_a_command_line_statement_may_outlast_the_limit(sleepy_app):
+    result = sleepy_app.test_cli_runner().invoke(args=["sleep"])
+
+    assert result.exit_code == 0, result.output
+    assert "slept" in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "soon"])
+def test_flask_refuses_to_start_with_a_bad_database_timeout(value):
+    result = subprocess.run(
+        [BIN / "flask", "routes"],
+        cwd=PROJECT,
+        env=clean_env(DATABASE_TIMEOUT_SECONDS=value),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "DATABASE_TIMEOUT_SECONDS" in result.stderr
