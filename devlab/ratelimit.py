@@ -25,6 +25,7 @@ so an app with limits off never counts, whichever app was bound last.
 """
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -188,10 +189,27 @@ def _seconds_to_retry(window: int) -> int:
     return max(1, math.ceil(frees_at - time.time()))
 
 
+class _StorageUnreachableWording(logging.Filter):
+    """Word Flask-Limiter's storage warning as operators search for it, and say what happens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().lower().startswith("rate limit storage unreachable"):
+            record.msg = STORAGE_UNREACHABLE
+            record.args = ()
+        return True
+
+
+STORAGE_UNREACHABLE = (
+    "rate limit storage unreachable: counting in this process's memory until it answers"
+)
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, too_many_requests)
     # Flask-Limiter logs to a logger of its own that has only a NullHandler, so under gunicorn
     # its warnings would go nowhere; the app's logger writes to gunicorn's error log.
     limiter.logger = app.logger.getChild("ratelimit")
+    if not any(isinstance(f, _StorageUnreachableWording) for f in limiter.logger.filters):
+        limiter.logger.addFilter(_StorageUnreachableWording())
     if app.config["RATELIMIT_ENABLED"]:
         limiter.init_app(app)

@@ -79,6 +79,8 @@ def test_sqlite_default_serves_the_whole_flow(sqlite_app):
     note = client.post("/notes", json={"text": "on sqlite"}, headers=headers).get_json()
     assert note["created_at"].endswith("+00:00")
     assert client.get("/notes", headers=headers).get_json()["total"] == 1
+    assert client.post("/logout", headers=headers).status_code == 204
+    assert client.get("/notes", headers=headers).status_code == 401  # revoked on SQLite too
 
 
 def test_a_user_row_written_by_the_earlier_service_is_valid(app, client):

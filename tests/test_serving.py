@@ -15,7 +15,7 @@ from tests.conftest import PASSWORD
 from tests.servers import BIN, PROJECT, clean_env, free_port, gunicorn_serving
 
 
-def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int, dict]:
+def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int, dict | None]:
     request = urllib.request.Request(base + path, method=method)  # noqa: S310 (loopback)
     if body is not None:
         request.data = json.dumps(body).encode()
@@ -24,7 +24,8 @@ def call(base: str, method: str, path: str, body=None, token=None) -> tuple[int,
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
-            return response.status, json.loads(response.read())
+            answer = response.read()
+            return response.status, json.loads(answer) if answer else None  # 204: no body
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
@@ -162,3 +163,22 @@ def test_gunicorn_exits_non_zero_in_production_without_a_secret():
 
     assert result.returncode != 0
     assert "JWT_SECRET_KEY" in result.stdout + result.stderr
+
+
+def test_logout_in_one_server_process_holds_in_another(tmp_path):
+    """Revocation lives in the database, so every process refuses a token revoked by one."""
+    settings = {"WEB_CONCURRENCY": "1", "RATELIMIT_ENABLED": "0"}
+    with (
+        gunicorn_serving(tmp_path / "a.log", **settings) as one,
+        gunicorn_serving(tmp_path / "b.log", **settings) as other,
+    ):
+        account = {"username": "alice", "email": "a@example.com", "password": PASSWORD}
+        call(one, "POST", "/signup", account)
+        tokens = call(one, "POST", "/login", {"username": "alice", "password": PASSWORD})[1]
+        assert call(other, "GET", "/me", token=tokens["access_token"])[0] == 200
+
+        logout = call(one, "POST", "/logout", token=tokens["access_token"])
+
+        assert logout[0] == 204
+        assert call(other, "GET", "/me", token=tokens["access_token"])[0] == 401
+        assert call(other, "POST", "/token/refresh", token=tokens["refresh_token"])[0] == 401
