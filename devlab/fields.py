@@ -4,8 +4,9 @@ import re
 
 from marshmallow import ValidationError, fields, validate
 
-# In the OpenAPI document: no NUL, no lone surrogate (see SafeString).
-STORABLE_TEXT_PATTERN = "^[^\\u0000\\ud800-\\udfff]*$"
+# In the OpenAPI document: no NUL. Lone surrogates are refused too, but a pattern cannot say
+# so: JSON Schema tools read patterns as Unicode text, in which no lone surrogate exists.
+STORABLE_TEXT_PATTERN = "^[^\\u0000]*$"
 
 
 class SafeString(fields.String):
@@ -17,8 +18,10 @@ class SafeString(fields.String):
     """
 
     def __init__(self, **kwargs) -> None:
-        metadata = {"pattern": STORABLE_TEXT_PATTERN, **kwargs.pop("metadata", {})}
-        super().__init__(metadata=metadata, **kwargs)
+        super().__init__(**kwargs)
+        # A Regexp validator documents its own, narrower pattern, which the metadata would hide.
+        if not any(isinstance(validator, validate.Regexp) for validator in self.validators):
+            self.metadata = {"pattern": STORABLE_TEXT_PATTERN, **self.metadata}
 
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
