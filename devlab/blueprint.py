@@ -7,6 +7,9 @@ from flask_smorest.error_handler import ErrorSchema
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
+BODY_LOCATIONS = ("json", "form", "json_or_form")
+UNREADABLE_BODY = "The request body is not readable: malformed JSON, or broken chunked encoding."
+
 
 class BodyParser(FlaskParser):
     """webargs' parser, answering 400 for JSON that Python's reader gives up on.
@@ -33,6 +36,19 @@ class Blueprint(flask_smorest.Blueprint):
         **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
         "json_or_form": "application/json",
     }
+
+    def arguments(self, schema, *, location: str = "json", **kwargs):
+        """flask-smorest's `arguments`; a request body also documents its 400 and 413."""
+        parse = super().arguments(schema, location=location, **kwargs)
+        if location not in BODY_LOCATIONS:
+            return parse
+
+        def decorator(view):
+            view = self.alt_error(400, UNREADABLE_BODY)(view)
+            view = self.alt_error(413, "The request body is larger than 1 MiB.")(view)
+            return parse(view)
+
+        return decorator
 
     def alt_error(self, status: int, description: str):
         """Document an error answer of a route, with its JSON body."""

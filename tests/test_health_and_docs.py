@@ -150,3 +150,35 @@ def test_openapi_document_gives_error_answers_their_json_body(client):
     ]:
         content = paths[path][method]["responses"][status]["content"]
         assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def test_openapi_document_lists_each_status_without_a_catch_all_default(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+
+    operations = [
+        (path, method, op)
+        for path, ops in paths.items()
+        for method, op in ops.items()
+        if method != "parameters"
+    ]
+    assert all("default" not in op["responses"] for _, _, op in operations)
+    for path, method, op in operations:
+        statuses = set(op["responses"])
+        if "requestBody" in op:
+            assert {"400", "413", "422"} <= statuses, (path, method)
+        if "security" in op:
+            assert {"401", "503"} <= statuses, (path, method)
+    assert set(paths["/health"]["get"]["responses"]) == {"200"}
+    assert "503" in paths["/signup"]["post"]["responses"]
+    assert "503" in paths["/login"]["post"]["responses"]
+
+
+def test_a_malformed_body_answers_the_documented_400(client):
+    documented = client.get("/openapi.json").get_json()["paths"]["/signup"]["post"]["responses"]
+
+    response = client.post("/signup", data="{not json", content_type="application/json")
+
+    assert response.status_code == 400
+    assert documented["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
