@@ -1,6 +1,6 @@
 from marshmallow import Schema, fields, validate
 
-from devlab.fields import SafeEmail, SafeString
+from devlab.fields import Pattern, SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -32,14 +32,14 @@ class SignupSchema(Schema):
         required=True,
         validate=[
             validate.Length(min=3, max=USERNAME_MAX),
-            validate.Regexp(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
+            Pattern(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
         ],
         metadata={"description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case)."},
     )
     email = SafeEmail(
         required=True,
         validate=validate.Length(max=EMAIL_MAX),
-        metadata={"description": "Unique, any case."},
+        metadata={"description": "Unique, any case. At most 64 characters before the @."},
     )
     password = password_field()
 
