@@ -13,12 +13,13 @@ The admin routes can take the role or the account away from `fuzz-admin` itself,
 fuzzer has promoted somebody else (with a single active admin they answer 409). That is the
 API working as documented, but every call after it would then only be a 401 or 403 and test
 nothing. So when a demotion or deactivation of `fuzz-admin` succeeds, `after_call` gives the
-role and the account back in the database; its tokens stay revoked, and schemathesis logs in
-again on the next 401 (the provider below is cached, and a cached provider is refreshed on 401).
+role and the account back in the database, and the next call logs in anew, since deactivation
+revoked every token the account had.
 """
 
 import os
 import secrets
+import threading
 
 import psycopg2
 import requests
@@ -71,12 +72,31 @@ class OwnAccount:
         bearer(case, token)
 
 
-@schemathesis.auth().skip_for(path=OWN_ACCOUNT_PATHS)
-class FuzzAdmin:
-    """`fuzz-admin`'s access token, cached, and fetched again after a 401."""
+class AdminLogin:
+    """`fuzz-admin`'s access token, one login for as long as it works."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._token: str | None = None
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None:
+                self._token = log_in(ADMIN_USERNAME, ADMIN_PASSWORD)["access_token"]
+            return self._token
+
+    def forget(self) -> None:
+        with self._lock:
+            self._token = None
+
+
+ADMIN_LOGIN = AdminLogin()
+
+
+@schemathesis.auth(refresh_interval=None).skip_for(path=OWN_ACCOUNT_PATHS)
+class FuzzAdmin:
     def get(self, case, context):
-        return log_in(ADMIN_USERNAME, ADMIN_PASSWORD)["access_token"]
+        return ADMIN_LOGIN.token()
 
     def set(self, case, token, context):
         bearer(case, token)
@@ -103,3 +123,4 @@ def after_call(context, case, response):
             )
     finally:
         connection.close()
+    ADMIN_LOGIN.forget()
