@@ -104,6 +104,23 @@ def test_pagination_outside_its_bounds_answers_422(client, accounts, query):
     assert_json_error(response, 422)
 
 
+@pytest.mark.parametrize(
+    ("path", "repeated"),
+    [
+        ("/notes?page=2&page=1", "page"),
+        ("/notes?page_size=5&page=1&page_size=5", "page_size"),
+        ("/audit/logs?action=signup&action=login_success", "action"),
+    ],
+)
+def test_a_query_parameter_given_twice_answers_422(client, accounts, path, repeated):
+    headers = accounts.admin_headers("root")
+
+    response = client.get(path, headers=headers)
+
+    body = assert_json_error(response, 422)
+    assert body["errors"]["query"] == {repeated: ["Give this parameter only once."]}
+
+
 def test_a_huge_page_number_is_an_empty_page_not_an_error(client, accounts):
     headers = accounts.headers("alice")
 
