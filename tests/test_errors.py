@@ -85,6 +85,23 @@ def test_wrong_method_answers_json_405_with_allow(client):
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/notes", "GET HEAD OPTIONS POST"),
+        ("/notes/1", "DELETE GET HEAD OPTIONS PATCH"),
+        ("/login", "OPTIONS POST"),
+    ],
+)
+def test_options_answers_204_with_allow_and_no_body(client, path, allowed):
+    response = client.options(path)
+
+    assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    assert sorted(response.headers["Allow"].split(", ")) == allowed.split()
+
+
 def test_body_over_one_mebibyte_answers_413(client):
     oversized = '{"text": "' + "x" * (1024 * 1024) + '"}'
 
