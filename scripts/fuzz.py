@@ -36,6 +36,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -57,9 +59,12 @@ def main() -> int:
     workers = int(os.environ.get("FUZZ_WORKERS") or 2)
     report_dir = Path(os.environ.get("FUZZ_REPORT_DIR") or tempfile.mkdtemp(prefix="devlab-fuzz-"))
     report_dir.mkdir(parents=True, exist_ok=True)
-    server_log = report_dir / "gunicorn.log"
+    with empty_database_of_our_own(database_url):
+        return fuzz(database_url, examples, seed, workers, report_dir)
 
-    reset_database(database_url)
+
+def fuzz(database_url: str, examples: int, seed: int, workers: int, report_dir: Path) -> int:
+    server_log = report_dir / "gunicorn.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = server_env(database_url, port)
@@ -116,8 +121,12 @@ def fuzz_database_url() -> str:
     return test_url.set(database="devlab_fuzz").render_as_string(hide_password=False)
 
 
-def reset_database(url: str) -> None:
-    """Create the fuzzing database if it is missing, and empty it."""
+@contextmanager
+def empty_database_of_our_own(url: str) -> Iterator[None]:
+    """Create the fuzzing database if it is missing and empty it, and keep other runs out.
+
+    Two runs on one database would drop each other's tables mid-run: the second one stops.
+    """
     target = make_url(url)
     connect = {
         "host": target.host,
@@ -141,9 +150,15 @@ def reset_database(url: str) -> None:
     server.close()
     database = psycopg2.connect(dbname=target.database, **connect)
     database.autocommit = True
-    with database.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    database.close()
+    try:
+        with database.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(hashtext('devlab make fuzz'))")
+            if not cursor.fetchone()[0]:
+                sys.exit(f"Another make fuzz is using {target.database}; set FUZZ_DATABASE_URL.")
+            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        yield  # the lock lasts as long as this connection
+    finally:
+        database.close()
 
 
 def free_port() -> int:
