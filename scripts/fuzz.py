@@ -28,6 +28,7 @@ Settings, from the environment:
 """
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -48,8 +49,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/devlab_test"
 ADMIN_USERNAME = "fuzz-admin"
-# What the server log must never hold: a traceback or a line logged at ERROR or above.
-LOG_ALARMS = ("Traceback", "[ERROR]", "[CRITICAL]", "Unhandled exception")
+# What the server log must never hold: a traceback, or a line logged at ERROR or above, by
+# gunicorn ("[ERROR]") or by the app through Flask's default handler ("ERROR in trail: ...").
+LOG_ALARMS = re.compile(r"Traceback|\[(ERROR|CRITICAL)\]|^\[[^]]+\] (ERROR|CRITICAL) in ")
 
 
 def main() -> int:
@@ -110,7 +112,7 @@ def fuzz(database_url: str, examples: int, seed: int, workers: int, report_dir: 
 
 
 def is_alarm(log_line: str) -> bool:
-    return any(alarm in log_line for alarm in LOG_ALARMS)
+    return LOG_ALARMS.search(log_line) is not None
 
 
 def fuzz_database_url() -> str:
