@@ -34,24 +34,27 @@ OWN_ACCOUNT_PATHS = ["/logout", "/me/password", "/token/refresh"]
 ROLE_CHANGES = ("/admin/demote/{user_id}", "/admin/users/{user_id}/deactivate")
 
 
-def log_in(username: str, password: str) -> dict:
-    response = requests.post(
+def log_in(username: str, password: str) -> requests.Response:
+    return requests.post(
         f"{BASE_URL}/login", json={"username": username, "password": password}, timeout=30
     )
-    response.raise_for_status()
-    return response.json()
 
 
 def new_account() -> dict:
-    """Sign a new user up and log in: the token pair of that login."""
-    username = f"fuzz-{secrets.token_hex(8)}"
-    password = secrets.token_urlsafe(18)
-    requests.post(
-        f"{BASE_URL}/signup",
-        json={"username": username, "email": f"{username}@example.com", "password": password},
-        timeout=30,
-    ).raise_for_status()
-    return log_in(username, password)
+    """Sign a new user up and log in: the token pair of that login.
+
+    The other worker may deactivate the account in between, since its id is the next one the
+    fuzzer can draw; then another account is made.
+    """
+    for _attempt in range(3):
+        username = f"fuzz-{secrets.token_hex(8)}"
+        password = secrets.token_urlsafe(18)
+        account = {"username": username, "email": f"{username}@example.com", "password": password}
+        requests.post(f"{BASE_URL}/signup", json=account, timeout=30).raise_for_status()
+        login = log_in(username, password)
+        if login.status_code == 200:
+            return login.json()
+    raise RuntimeError(f"Three new accounts in a row could not log in: {login.status_code}")
 
 
 def bearer(case, token: str) -> None:
@@ -82,7 +85,9 @@ class AdminLogin:
     def token(self) -> str:
         with self._lock:
             if self._token is None:
-                self._token = log_in(ADMIN_USERNAME, ADMIN_PASSWORD)["access_token"]
+                login = log_in(ADMIN_USERNAME, ADMIN_PASSWORD)
+                login.raise_for_status()
+                self._token = login.json()["access_token"]
             return self._token
 
     def forget(self) -> None:
