@@ -8,7 +8,8 @@ fails the run (exit 1).
 The steps:
 
 1. A database of its own, FUZZ_DATABASE_URL (by default `devlab_fuzz` on the PostgreSQL server
-   of TEST_DATABASE_URL), created if missing; its schema is dropped and migrated anew.
+   of TEST_DATABASE_URL), created if missing; its schema is dropped and migrated anew. An
+   advisory lock keeps a second run off it meanwhile.
 2. An admin, `fuzz-admin`, made with `flask create-admin --password-stdin`.
 3. gunicorn on a free loopback port, with a random JWT key, cheap argon2 costs (the fuzzer signs
    up and logs in thousands of times) and RATELIMIT_ENABLED=0: with limits on, most requests

@@ -109,6 +109,7 @@ class FuzzAdmin:
 
 @schemathesis.hook
 def after_call(context, case, response):
+    """Give `fuzz-admin` back the role or the account that a call has just taken away."""
     if case.method != "POST" or case.operation.path not in ROLE_CHANGES:
         return
     if response.status_code != 200 or response.json().get("username") != ADMIN_USERNAME:
