@@ -1,11 +1,12 @@
 # `make run` serves the API, `make test` runs the suite; both set up .venv from nothing.
 # `make bench` times failed logins for known and unknown users (scripts/bench_login_timing.py).
+# `make fuzz` runs schemathesis against the real server (scripts/fuzz.py, which lists its settings).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench migrate clean
+.PHONY: run test lint bench fuzz migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,6 +33,9 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.runtime
 	$(BIN)/python scripts/bench_login_timing.py $(BENCH_ARGS)
+
+fuzz: $(VENV)/.dev
+	$(BIN)/python scripts/fuzz.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -15,6 +15,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
+# gunicorn answers a request line over this many bytes itself, with a 414 in HTML. Its default
+# (4094) took query strings the app must answer, such as a page number of 5,000 digits (a JSON
+# 422); 8190 is gunicorn's maximum, and every request the OpenAPI document allows is far
+# shorter, since each query parameter has a maximum or an enum.
+limit_request_line = 8190
 # gunicorn 27's control socket sits in $HOME and would be shared by every instance; unused here.
 control_socket_disable = True
 # Access log: worker pid, client, method, path, status, size, time. No query strings, headers

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, finalize_config
@@ -26,9 +26,18 @@ from devlab.extensions import api, db, jwt, migrate
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+class DevLab(Flask):
+    def make_default_options_response(self) -> Response:
+        """Answer OPTIONS with 204 and the Allow header; Flask's own is an empty text/html 200."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` overriding any setting."""
-    app = Flask(__name__)
+    app = DevLab(__name__)
     app.config.from_object(Config)
     if test_config:
         app.config.from_mapping(test_config)

@@ -1,8 +1,8 @@
 """Extensions, created unbound and bound to the app in `create_app()`."""
 
+import flask_smorest
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
-from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
@@ -20,6 +20,12 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+class Api(flask_smorest.Api):
+    # No catch-all `default` response: each operation lists every status it answers, so that
+    # a client, and `make fuzz`, can tell a documented answer from a surprise.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
 
 db = SQLAlchemy(model_class=Base)

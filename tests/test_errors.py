@@ -85,6 +85,23 @@ def test_wrong_method_answers_json_405_with_allow(client):
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/notes", "GET HEAD OPTIONS POST"),
+        ("/notes/1", "DELETE GET HEAD OPTIONS PATCH"),
+        ("/login", "OPTIONS POST"),
+    ],
+)
+def test_options_answers_204_with_allow_and_no_body(client, path, allowed):
+    response = client.options(path)
+
+    assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    assert sorted(response.headers["Allow"].split(", ")) == allowed.split()
+
+
 def test_body_over_one_mebibyte_answers_413(client):
     oversized = '{"text": "' + "x" * (1024 * 1024) + '"}'
 
@@ -102,6 +119,23 @@ def test_pagination_outside_its_bounds_answers_422(client, accounts, query):
     response = client.get(f"/notes?{query}", headers=headers)
 
     assert_json_error(response, 422)
+
+
+@pytest.mark.parametrize(
+    ("path", "repeated"),
+    [
+        ("/notes?page=2&page=1", "page"),
+        ("/notes?page_size=5&page=1&page_size=5", "page_size"),
+        ("/audit/logs?action=signup&action=login_success", "action"),
+    ],
+)
+def test_a_query_parameter_given_twice_answers_422(client, accounts, path, repeated):
+    headers = accounts.admin_headers("root")
+
+    response = client.get(path, headers=headers)
+
+    body = assert_json_error(response, 422)
+    assert body["errors"]["query"] == {repeated: ["Give this parameter only once."]}
 
 
 def test_a_huge_page_number_is_an_empty_page_not_an_error(client, accounts):

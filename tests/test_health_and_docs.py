@@ -2,6 +2,11 @@
 
 import re
 
+import jsonschema_rs
+
+from devlab.auth.schemas import USERNAME_PATTERN
+from tests.conftest import PASSWORD
+
 
 def test_root_names_the_service_and_points_to_the_docs(client):
     response = client.get("/")
@@ -101,8 +106,36 @@ def test_openapi_document_states_the_input_rules_the_api_enforces(client):
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
 
     assert schemas["Signup"]["properties"]["email"]["format"] == "email"
-    assert schemas["Note"]["properties"]["text"]["pattern"] == "^[^\\u0000\\ud800-\\udfff]*$"
+    assert schemas["Signup"]["properties"]["username"]["pattern"] == USERNAME_PATTERN
+    assert schemas["Note"]["properties"]["text"]["pattern"] == "^[^\\u0000]*$"
     assert schemas["Login"]["properties"]["grant_type"]["enum"] == ["password"]
+
+
+def test_every_pattern_in_the_openapi_document_is_a_regex_json_schema_tools_accept(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    patterns = {
+        prop["pattern"]
+        for schema in schemas.values()
+        for prop in schema.get("properties", {}).values()
+        if "pattern" in prop
+    }
+
+    assert patterns
+    for pattern in patterns:
+        # Raises for a pattern that is no regex to JSON Schema tools, as a lone surrogate is.
+        validator = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+        assert not validator.is_valid("nul \x00"), pattern
+
+
+def test_a_signup_that_breaks_the_documented_username_pattern_answers_422(client):
+    body = {"username": "al ice!", "email": "alice@example.com", "password": PASSWORD}
+    signup = client.get("/openapi.json").get_json()["components"]["schemas"]["Signup"]
+    validator = jsonschema_rs.validator_for(signup["properties"]["username"])
+
+    response = client.post("/signup", json=body)
+
+    assert not validator.is_valid(body["username"])
+    assert response.status_code == 422
 
 
 def test_openapi_document_gives_error_answers_their_json_body(client):
@@ -117,3 +150,54 @@ def test_openapi_document_gives_error_answers_their_json_body(client):
     ]:
         content = paths[path][method]["responses"][status]["content"]
         assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def test_openapi_document_lists_each_status_without_a_catch_all_default(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+
+    operations = [
+        (path, method, op)
+        for path, ops in paths.items()
+        for method, op in ops.items()
+        if method != "parameters"
+    ]
+    assert all("default" not in op["responses"] for _, _, op in operations)
+    for path, method, op in operations:
+        statuses = set(op["responses"])
+        if "requestBody" in op:
+            assert {"400", "413", "422"} <= statuses, (path, method)
+        if "security" in op:
+            assert {"401", "503"} <= statuses, (path, method)
+    assert set(paths["/health"]["get"]["responses"]) == {"200"}
+    assert "503" in paths["/signup"]["post"]["responses"]
+    assert "503" in paths["/login"]["post"]["responses"]
+
+
+def test_a_malformed_body_answers_the_documented_400(client):
+    documented = client.get("/openapi.json").get_json()["paths"]["/signup"]["post"]["responses"]
+
+    response = client.post("/signup", data="{not json", content_type="application/json")
+
+    assert response.status_code == 400
+    assert documented["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+
+def test_every_query_parameter_is_bounded_so_valid_request_lines_stay_short(client):
+    """gunicorn refuses request lines over 8190 bytes (gunicorn.conf.py) with its own HTML."""
+    paths = client.get("/openapi.json").get_json()["paths"]
+
+    parameters = [
+        parameter
+        for ops in paths.values()
+        for method, op in ops.items()
+        if method != "parameters"
+        for parameter in op.get("parameters", [])
+        if parameter["in"] == "query"
+    ]
+    assert parameters
+    for parameter in parameters:
+        schema = parameter["schema"]
+        assert {"maximum", "enum", "maxLength"} & set(schema), parameter
+        assert len(str(schema.get("maximum", 0))) <= 10, parameter

@@ -83,6 +83,21 @@ def test_gunicorn_logs_no_password_or_token(gunicorn):
         assert secret not in written
 
 
+def test_gunicorn_lets_the_app_answer_an_over_long_query_value_with_json_422(gunicorn):
+    base, log = gunicorn
+    account = {"username": "carol", "email": "c@example.com", "password": PASSWORD}
+    call(base, "POST", "/signup", account)
+    token = call(base, "POST", "/login", {"username": "carol", "password": PASSWORD})[1][
+        "access_token"
+    ]
+
+    status, body = call(base, "GET", "/notes?page=" + "1" * 5000, token=token)
+
+    assert status == 422  # not gunicorn's own 414 in HTML
+    assert body["errors"]["query"]["page"] == ["Not a valid integer."]
+    assert "Traceback" not in log.read_text()
+
+
 def raw_exchange(base: str, raw: bytes) -> tuple[int, dict]:
     """Send bytes as they are, and read the status and JSON body of the answer."""
     host, port = base.removeprefix("http://").split(":")

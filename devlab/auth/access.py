@@ -21,7 +21,8 @@ BEARER_SECURITY = [{"bearerAuth": []}, {"passwordLogin": []}]
 
 
 def _documented(view, *statuses: int):
-    responses = {str(status): HTTPStatus(status).name for status in statuses}
+    # Every token is checked against the database, so every protected route may answer 503.
+    responses = {str(status): HTTPStatus(status).name for status in (*statuses, 503)}
     return Blueprint.doc(security=BEARER_SECURITY, responses=responses)(view)
 
 

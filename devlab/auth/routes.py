@@ -24,6 +24,7 @@ blp = Blueprint(
 )
 
 LOGIN_FAILED = "Incorrect username or password."
+DATABASE_DOWN = "The database did not answer."
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -47,6 +48,7 @@ class Signup(MethodView):
     @blp.arguments(SignupSchema)
     @blp.response(201, UserSchema)
     @blp.alt_error(409, "The username or email is already registered.")
+    @blp.alt_error(503, DATABASE_DOWN)
     def post(self, account):
         """Create an account."""
         user = User(username=account["username"], email=account["email"])
@@ -63,6 +65,7 @@ class Login(MethodView):
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
     @blp.alt_error(401, LOGIN_FAILED)
+    @blp.alt_error(503, DATABASE_DOWN)
     @blp.doc(
         requestBody={"content": {"application/x-www-form-urlencoded": {"schema": LoginSchema}}}
     )

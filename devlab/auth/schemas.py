@@ -2,7 +2,7 @@ import re
 
 from marshmallow import Schema, fields, validate
 
-from devlab.fields import SafeEmail, SafeString
+from devlab.fields import Pattern, SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
 
 USERNAME_MIN = 3
@@ -47,14 +47,14 @@ class SignupSchema(Schema):
         required=True,
         validate=[
             validate.Length(min=USERNAME_MIN, max=USERNAME_MAX),
-            validate.Regexp(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
+            Pattern(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
         ],
         metadata={"description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case)."},
     )
     email = SafeEmail(
         required=True,
         validate=validate.Length(max=EMAIL_MAX),
-        metadata={"description": "Unique, any case."},
+        metadata={"description": "Unique, any case. At most 64 characters before the @."},
     )
     password = password_field()
 

@@ -1,0 +1,132 @@
+"""schemathesis hooks for `make fuzz` (scripts/fuzz.py): who each fuzzed call is.
+
+Most calls carry an access token of `fuzz-admin`, so the fuzzer gets past the admin checks and
+reaches every route's real work. Three operations would ruin that token or its owner if they
+did succeed, so each of their calls gets an account of its own, signed up and logged in just
+before the call:
+
+- `POST /logout` revokes the token it is called with: a fresh account's access token.
+- `POST /me/password` revokes its caller's other logins and changes the password: the same.
+- `POST /token/refresh` takes a refresh token, which works once: a fresh login's.
+
+The admin routes can take the role or the account away from `fuzz-admin` itself, once the
+fuzzer has promoted somebody else (with a single active admin they answer 409). That is the
+API working as documented, but every call after it would then only be a 401 or 403 and test
+nothing. So when a demotion or deactivation of `fuzz-admin` succeeds, `after_call` gives the
+role and the account back in the database, and the next call logs in anew, since deactivation
+revoked every token the account had.
+"""
+
+import os
+import secrets
+import threading
+
+import psycopg2
+import requests
+import schemathesis
+from sqlalchemy.engine import make_url
+
+BASE_URL = os.environ["FUZZ_BASE_URL"]
+ADMIN_USERNAME = os.environ["FUZZ_ADMIN_USERNAME"]
+ADMIN_PASSWORD = os.environ["FUZZ_ADMIN_PASSWORD"]
+DATABASE_URL = make_url(os.environ["FUZZ_DATABASE_URL"])
+OWN_ACCOUNT_PATHS = ["/logout", "/me/password", "/token/refresh"]
+ROLE_CHANGES = ("/admin/demote/{user_id}", "/admin/users/{user_id}/deactivate")
+
+
+def log_in(username: str, password: str) -> requests.Response:
+    return requests.post(
+        f"{BASE_URL}/login", json={"username": username, "password": password}, timeout=30
+    )
+
+
+def new_account() -> dict:
+    """Sign a new user up and log in: the token pair of that login.
+
+    The other worker may deactivate the account in between, since its id is the next one the
+    fuzzer can draw; then another account is made.
+    """
+    for _attempt in range(3):
+        username = f"fuzz-{secrets.token_hex(8)}"
+        password = secrets.token_urlsafe(18)
+        account = {"username": username, "email": f"{username}@example.com", "password": password}
+        requests.post(f"{BASE_URL}/signup", json=account, timeout=30).raise_for_status()
+        login = log_in(username, password)
+        if login.status_code == 200:
+            return login.json()
+    raise RuntimeError(f"Three new accounts in a row could not log in: {login.status_code}")
+
+
+def bearer(case, token: str) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+@schemathesis.auth(refresh_interval=None).apply_to(path=OWN_ACCOUNT_PATHS)
+class OwnAccount:
+    """A new account for every call (no caching), and the token the operation needs."""
+
+    def get(self, case, context):
+        tokens = new_account()
+        if context.operation.path == "/token/refresh":
+            return tokens["refresh_token"]
+        return tokens["access_token"]
+
+    def set(self, case, token, context):
+        bearer(case, token)
+
+
+class AdminLogin:
+    """`fuzz-admin`'s access token, one login for as long as it works."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._token: str | None = None
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None:
+                login = log_in(ADMIN_USERNAME, ADMIN_PASSWORD)
+                login.raise_for_status()
+                self._token = login.json()["access_token"]
+            return self._token
+
+    def forget(self) -> None:
+        with self._lock:
+            self._token = None
+
+
+ADMIN_LOGIN = AdminLogin()
+
+
+@schemathesis.auth(refresh_interval=None).skip_for(path=OWN_ACCOUNT_PATHS)
+class FuzzAdmin:
+    def get(self, case, context):
+        return ADMIN_LOGIN.token()
+
+    def set(self, case, token, context):
+        bearer(case, token)
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    """Give `fuzz-admin` back the role or the account that a call has just taken away."""
+    if case.method != "POST" or case.operation.path not in ROLE_CHANGES:
+        return
+    if response.status_code != 200 or response.json().get("username") != ADMIN_USERNAME:
+        return
+    connection = psycopg2.connect(
+        host=DATABASE_URL.host,
+        port=DATABASE_URL.port or 5432,
+        user=DATABASE_URL.username,
+        password=DATABASE_URL.password,
+        dbname=DATABASE_URL.database,
+    )
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE users SET is_admin = true, is_active = true WHERE username = %s",
+                (ADMIN_USERNAME,),
+            )
+    finally:
+        connection.close()
+    ADMIN_LOGIN.forget()
