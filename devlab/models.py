@@ -1,4 +1,4 @@
-"""The three tables: users, their notes, and the audit trail."""
+"""The tables: users, their notes, their logins' token families, and the audit trail."""
 
 from datetime import UTC, datetime
 
@@ -63,9 +63,28 @@ class User(db.Model):
         """
         if not passwords.verify_password(self.hashed_password, password):
             return False
+        self._upgrade_hash(password)
+        return True
+
+    def may_log_in(self, password: str) -> bool:
+        """Whether `password` is right and the account may log in, as the row is now.
+
+        Verifying takes a while; a password change or a deactivation may commit meanwhile.
+        The row is then read again under a lock, which those changes wait for (or have
+        released), so a login never outlives the change that should have stopped it.
+        """
+        verified_hash = self.hashed_password
+        if not passwords.verify_password(verified_hash, password):
+            return False
+        db.session.refresh(self, with_for_update=True)
+        if self.hashed_password != verified_hash or not self.is_active:
+            return False
+        self._upgrade_hash(password)
+        return True
+
+    def _upgrade_hash(self, password: str) -> None:
         if passwords.needs_rehash(self.hashed_password):
             self.set_password(password)
-        return True
 
     def revoke_tokens(self, keep_family: str | None = None) -> None:
         """Revoke every token this user holds, except those of the family `keep_family`."""

@@ -1,14 +1,14 @@
 """Demotion, deactivation and activation, and the guard that keeps one admin in charge."""
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from devlab.extensions import db
 from devlab.models import User
 from tests.conftest import PASSWORD
+from tests.locks import holding_lock, wait_for_lock_waiters
 
 
 def user_id(app, username: str) -> int:
@@ -160,36 +160,16 @@ def test_two_admins_acting_at_once_leave_one_admin(app, accounts, action, target
         target = user_id(app, targets[actor])
         return app.test_client().post(path.format(id=target), headers=headers[actor]).status_code
 
-    with app.app_context():
-        holder = db.engine.connect()
-        transaction = holder.begin()
-        holder.execute(text("SELECT id FROM users WHERE is_admin FOR UPDATE"))
-        with ThreadPoolExecutor(max_workers=2) as pool:
+    with (
+        app.app_context(),
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        with holding_lock("SELECT id FROM users WHERE is_admin FOR UPDATE"):
             results = [pool.submit(act, actor) for actor in headers]
-            waiting = _wait_for_lock_waiters(expected=2)
-            transaction.rollback()
-            holder.close()
-            statuses = sorted(result.result(timeout=30) for result in results)
+            waiting = wait_for_lock_waiters(expected=2)
+        statuses = sorted(result.result(timeout=30) for result in results)
 
     assert waiting == 2
     assert statuses == [200, loser_status]
     remaining = [name for name, (admin, active) in roles(app).items() if admin and active]
     assert len(remaining) == 1
-
-
-def _wait_for_lock_waiters(expected: int) -> int:
-    """Wait (at most 10 s) until `expected` sessions wait for a row lock."""
-    waiting = 0
-    for _ in range(200):
-        # A fresh transaction each time: pg_stat_activity is a snapshot within one.
-        with db.engine.connect() as probe:
-            waiting = probe.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-            ).scalar()
-        if waiting >= expected:
-            break
-        time.sleep(0.05)
-    return waiting

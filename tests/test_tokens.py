@@ -5,11 +5,13 @@ from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from devlab import passwords
 from devlab.extensions import db
 from devlab.models import TokenFamily, utcnow
 from tests.conftest import PASSWORD, TEST_SETTINGS
+from tests.locks import holding_lock, wait_for_lock_waiters
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -89,17 +91,23 @@ def test_reuse_of_one_login_leaves_other_logins_alone(client, accounts):
     assert client.get("/me", headers=bearer(other_device["access_token"])).status_code == 200
 
 
-def test_two_racing_refreshes_with_one_token_cannot_both_succeed(app, accounts):
+def test_racing_refreshes_with_one_token_hand_on_the_login_once(app, accounts):
+    """The refreshes queue behind a lock on their family, as when they really overlap."""
     accounts.signup("alice")
     tokens = login(app.test_client())
+    family = claims(tokens["access_token"])["fam"]
 
     def attempt(_):
         return refresh(app.test_client(), tokens["refresh_token"]).status_code
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        statuses = sorted(pool.map(attempt, range(4)))
+    with app.app_context(), ThreadPoolExecutor(max_workers=3) as pool:
+        with holding_lock("SELECT id FROM token_families WHERE id = :id FOR UPDATE", id=family):
+            results = [pool.submit(attempt, i) for i in range(3)]
+            waiting = wait_for_lock_waiters(expected=3)
+        statuses = sorted(result.result(timeout=30) for result in results)
 
-    assert statuses == [200, 401, 401, 401]
+    assert waiting == 3
+    assert statuses == [200, 401, 401]
 
 
 @pytest.mark.parametrize("route", ["/me", "/notes"])
@@ -240,3 +248,55 @@ def test_prune_revocations_deletes_only_expired_entries(app, client, runner, acc
     assert (
         client.get("/me", headers=bearer(revoked_but_unexpired["access_token"])).status_code == 401
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE users SET hashed_password = :other_hash WHERE username = 'alice'",
+        "UPDATE users SET is_active = false WHERE username = 'alice'",
+    ],
+    ids=["password-changed", "deactivated"],
+)
+def test_a_login_under_way_does_not_outlive_a_change_that_commits_meanwhile(app, accounts, change):
+    """The login has checked the password when the change commits; it must still fail."""
+    accounts.signup("alice")
+    with app.app_context():
+        other_hash = passwords.hash_password(NEW_PASSWORD)
+
+    with app.app_context(), ThreadPoolExecutor(max_workers=1) as pool:
+        with holding_lock("SELECT id FROM users WHERE username = 'alice' FOR UPDATE") as holder:
+            attempt = pool.submit(
+                lambda: (
+                    app.test_client()
+                    .post("/login", json={"username": "alice", "password": PASSWORD})
+                    .status_code
+                )
+            )
+            waiting = wait_for_lock_waiters(expected=1)
+            holder.execute(text(change), {"other_hash": other_hash})
+        status = attempt.result(timeout=30)
+
+    assert waiting == 1
+    assert status == 401
+
+
+def test_a_login_that_waited_for_an_unrelated_change_succeeds(app, accounts):
+    """The control for the test above: waiting alone does not fail a login."""
+    accounts.signup("alice")
+
+    with app.app_context(), ThreadPoolExecutor(max_workers=1) as pool:
+        with holding_lock("SELECT id FROM users WHERE username = 'alice' FOR UPDATE") as holder:
+            attempt = pool.submit(
+                lambda: (
+                    app.test_client()
+                    .post("/login", json={"username": "alice", "password": PASSWORD})
+                    .status_code
+                )
+            )
+            waiting = wait_for_lock_waiters(expected=1)
+            holder.execute(text("UPDATE users SET email = 'new@example.com' WHERE id = 1"))
+        status = attempt.result(timeout=30)
+
+    assert waiting == 1
+    assert status == 200

@@ -12,7 +12,13 @@ from devlab.auth.schemas import (
     UserSchema,
     could_be_a_username,
 )
-from devlab.auth.tokens import current_family, hand_on, locked_current_family, start_family
+from devlab.auth.tokens import (
+    current_family,
+    hand_on,
+    locked_current_family,
+    presented_refresh_token_is_current,
+    start_family,
+)
 from devlab.blueprint import Blueprint
 from devlab.extensions import db
 from devlab.models import User
@@ -79,7 +85,7 @@ class Login(MethodView):
         user = User.by_username(username)
         if user is None:
             spend_verification_time(password)
-        if user is None or not user.check_password(password) or not user.is_active:
+        if user is None or not user.may_log_in(password):
             audit("login_failed", failed_login_detail(username, user), actor=user)
             abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
         audit("login_success", f"user {user.id} ({user.username})", actor=user)
@@ -98,7 +104,9 @@ class TokenRefresh(MethodView):
         one that was already used revokes every token of that login.
         """
         family = locked_current_family()
-        if get_jwt()["jti"] != family.refresh_jti:
+        if family.is_revoked:  # by a logout or password change that committed meanwhile
+            abort(401, message="Token has been revoked; log in again.", headers=BEARER_CHALLENGE)
+        if not presented_refresh_token_is_current(family):
             family.revoke()
             keep_changes_despite_failure()
             audit("token_reuse_detected", f"token family {family.id} revoked")

@@ -59,6 +59,12 @@ def locked_current_family() -> TokenFamily:
     ).one()
 
 
+def presented_refresh_token_is_current(family: TokenFamily) -> bool:
+    """Whether this request's refresh token is the one `family` hands on next; an older one
+    was already used, so it has been stolen or replayed."""
+    return get_jwt()["jti"] == family.refresh_jti
+
+
 def family_is_live(jwt_data: dict) -> bool:
     """Whether a decoded token belongs to a family that exists, is its user's and is not revoked."""
     family_id = jwt_data.get("fam")
