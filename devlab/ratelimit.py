@@ -37,6 +37,7 @@ from werkzeug.exceptions import HTTPException
 
 from devlab.audit.trail import audit
 from devlab.auth.schemas import could_be_a_username
+from devlab.client import client_ip
 from devlab.errors import error_response
 from devlab.models import EMAIL_MAX
 
@@ -47,16 +48,13 @@ def client_address() -> str:
     """The address a request counts against.
 
     An IPv6 client counts by its /64, since one subscriber usually holds a whole /64 and
-    could otherwise use a new address for every try.
+    could otherwise use a new address for every try. Requests with no usable address (a
+    forged X-Forwarded-For) share one count.
     """
-    address = request.remote_addr or ""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address or "unknown"
+    ip = client_ip()
+    if ip is None:
+        return "unknown"
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
     return str(ip)
 

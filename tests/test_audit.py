@@ -476,3 +476,29 @@ def test_behind_a_proxy_a_forwarded_value_that_is_no_address_is_not_recorded(aud
 
     assert garbage.status_code == real.status_code == 401
     assert [row.ip for row in audit_rows("login_failed")] == [None, "198.51.100.7"]
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "recorded"),
+    [
+        ("fe80::1%" + "a" * 60, None),  # a zone id of any length would overflow the column
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("2001:db8::1", "2001:db8::1"),
+    ],
+)
+def test_behind_a_proxy_only_plain_addresses_are_recorded(audit_rows, forwarded, recorded):
+    from devlab import create_app
+    from tests.conftest import TEST_SETTINGS
+
+    proxied = create_app(TEST_SETTINGS | {"TRUSTED_PROXY_HOPS": 1}).test_client()
+    account = {"username": "alice", "email": "alice@example.com", "password": ALICES_PASSWORD}
+
+    signup = proxied.post("/signup", json=account, headers={"X-Forwarded-For": forwarded})
+    failed = proxied.post(
+        "/login",
+        json={"username": "alice", "password": WRONG_PASSWORD},
+        headers={"X-Forwarded-For": forwarded},
+    )
+
+    assert (signup.status_code, failed.status_code) == (201, 401)
+    assert [row.ip for row in audit_rows()] == [recorded, recorded]

@@ -7,13 +7,13 @@ rolls its change back; only the failure actions are still written. CLI commands 
 `record_cli`, which has no request to read.
 """
 
-import ipaddress
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import get_current_user
 from sqlalchemy.exc import SQLAlchemyError
 
+from devlab.client import client_ip
 from devlab.errors import database_error_response
 from devlab.extensions import db
 from devlab.models import AuditLog, User
@@ -110,23 +110,16 @@ def _row_for(event: AuditEvent, response: Response) -> AuditLog:
         action=event.action,
         detail=event.detail,
         user_id=event.actor.id if event.actor is not None else None,
-        ip=_client_address(),
+        ip=_recorded_address(),
         method=request.method,
         path=request.path,
         status_code=response.status_code,
     )
 
 
-def _client_address() -> str | None:
-    """The client's address, or None if what ProxyFix took from X-Forwarded-For is no address.
-
-    With TRUSTED_PROXY_HOPS set, a client that reaches the app without the proxy can write that
-    header itself: anything but a real address is dropped rather than stored.
-    """
-    try:
-        return str(ipaddress.ip_address(request.remote_addr))
-    except ValueError:
-        return None
+def _recorded_address() -> str | None:
+    ip = client_ip()
+    return None if ip is None else str(ip)
 
 
 def record_cli(action: str, detail: str) -> None:
