@@ -32,7 +32,8 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.runtime
-	$(BIN)/python scripts/bench_login_timing.py $(BENCH_ARGS)
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5432/devlab_test} \
+		$(BIN)/python scripts/bench_login_timing.py $(BENCH_ARGS)
 
 fuzz: $(VENV)/.dev
 	$(BIN)/python scripts/fuzz.py

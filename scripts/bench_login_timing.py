@@ -8,7 +8,8 @@ By default it builds the app in this process, as production would (DEVLAB_ENV=pr
 the argon2 costs are the defaults unless ARGON2_* say otherwise), on the PostgreSQL at
 TEST_DATABASE_URL, else DATABASE_URL. Its tables live in a throwaway schema, dropped at the
 end, so the database's own tables are not touched. With --url it times a running server
-instead, where it signs up one throwaway user (`bench-` and 12 hex digits) and leaves it there.
+instead, where it signs up one throwaway user (`bench-` and 12 hex digits) and leaves it there;
+start that server with RATELIMIT_ENABLED=0, or its login limits answer 429 after a few rounds.
 
     .venv/bin/python scripts/bench_login_timing.py [--rounds 25] [--url http://127.0.0.1:8005]
 """
@@ -97,6 +98,8 @@ def in_process_app(database_url: str | None) -> Iterator[tuple[Post, str]]:
         {
             "DEVLAB_ENV": "production",
             "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+            # Hundreds of failed logins from one address: the rate limits would stop them.
+            "RATELIMIT_ENABLED": False,
             "SQLALCHEMY_DATABASE_URI": url,
             "SQLALCHEMY_ENGINE_OPTIONS": {
                 "connect_args": {"connect_timeout": 5, "options": f"-csearch_path={schema}"}
