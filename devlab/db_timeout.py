@@ -22,12 +22,32 @@ import click
 import psycopg2
 from flask import Flask, current_app, has_app_context
 from psycopg2 import extensions
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 
 def init_app(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://"):
         # One callback for the whole process: psycopg2 has no per-connection setting.
         extensions.set_wait_callback(wait_with_deadline)
+
+
+@event.listens_for(Engine, "connect")
+def _give_up_on_locks_first(dbapi_connection, connection_record) -> None:
+    """Make PostgreSQL itself end a wait for a row lock before our deadline would.
+
+    A request queued behind another's lock (two changes to one note, two refreshes of one
+    login) then gets a clean "lock not available" error, answered 503 as busy, instead of a
+    dropped connection reported as an outage. CLI commands (migrations) keep waiting.
+    """
+    if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not has_app_context():
+        return
+    if click.get_current_context(silent=True) is not None:
+        return
+    lock_timeout_ms = current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+    dbapi_connection.commit()
 
 
 def wait_with_deadline(connection) -> None:

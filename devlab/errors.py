@@ -15,6 +15,8 @@ from devlab.models import CONFLICT_MESSAGES
 
 UNREADABLE_INPUT = {400: "The request body could not be read (malformed JSON?)."}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+DATABASE_BUSY = "Another change to the same data is under way; try again."
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout ran out
 
 
 def error_response(status: int, message: str, *, errors: dict | None = None, headers=None):
@@ -34,6 +36,8 @@ def database_error_response(error: SQLAlchemyError):
     if isinstance(error, IntegrityError):
         return error_response(409, conflict_message(error))
     if isinstance(error, OperationalError):
+        if getattr(error.orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
+            return error_response(503, DATABASE_BUSY, headers={"Retry-After": "1"})
         current_app.logger.warning("Database unavailable: %s", type(error.orig).__name__)
         return error_response(503, DATABASE_UNAVAILABLE)
     current_app.logger.exception("Database error")

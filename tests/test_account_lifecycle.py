@@ -160,13 +160,10 @@ def test_two_admins_acting_at_once_leave_one_admin(app, accounts, action, target
         target = user_id(app, targets[actor])
         return app.test_client().post(path.format(id=target), headers=headers[actor]).status_code
 
-    with (
-        app.app_context(),
-        ThreadPoolExecutor(max_workers=2) as pool,
-    ):
-        with holding_lock("SELECT id FROM users WHERE is_admin FOR UPDATE"):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with holding_lock(app, "SELECT id FROM users WHERE is_admin FOR UPDATE"):
             results = [pool.submit(act, actor) for actor in headers]
-            waiting = wait_for_lock_waiters(expected=2)
+            waiting = wait_for_lock_waiters(app, expected=2)
         statuses = sorted(result.result(timeout=30) for result in results)
 
     assert waiting == 2

@@ -1,9 +1,12 @@
 """Notes over HTTP: each user writes, lists, reads, changes and deletes only their own."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
+
+from tests.locks import holding_lock
 
 NOTE_FIELDS = {"id", "text", "created_at", "updated_at", "owner_id"}
 
@@ -462,3 +465,25 @@ def test_racing_change_and_deletions_of_one_note_never_fail_with_500(app, accoun
     assert all(status in (200, 204, 404) for _, status in outcomes), outcomes
     deletions = [status for method, status in outcomes if method == "delete"]
     assert deletions.count(204) == len(note_ids)  # each note deleted once, the other 404
+
+
+def test_a_change_queued_too_long_behind_another_answers_503_busy(app, client, accounts):
+    headers = accounts.headers("alice")
+    note = write_note(client, headers)
+
+    with (
+        app.app_context(),
+        holding_lock(app, "SELECT id FROM notes WHERE id = :id FOR UPDATE", id=note["id"]),
+    ):
+        started = time.monotonic()
+        response = client.patch(f"/notes/{note['id']}", json={"text": "queued"}, headers=headers)
+        waited = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert (
+        response.get_json()["message"] == "Another change to the same data is under way; try again."
+    )
+    assert response.headers["Retry-After"] == "1"
+    assert waited < app.config["DATABASE_TIMEOUT_SECONDS"]  # the lock timeout, not the deadline
+    again = client.patch(f"/notes/{note['id']}", json={"text": "queued"}, headers=headers)
+    assert again.status_code == 200

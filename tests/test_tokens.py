@@ -14,6 +14,7 @@ from tests.conftest import PASSWORD, TEST_SETTINGS
 from tests.locks import holding_lock, wait_for_lock_waiters
 
 NEW_PASSWORD = "a brand new passphrase"
+LOCK_ALICE = "SELECT id FROM users WHERE username = 'alice' FOR UPDATE"
 
 
 def bearer(token: str) -> dict:
@@ -100,10 +101,12 @@ def test_racing_refreshes_with_one_token_hand_on_the_login_once(app, accounts):
     def attempt(_):
         return refresh(app.test_client(), tokens["refresh_token"]).status_code
 
-    with app.app_context(), ThreadPoolExecutor(max_workers=3) as pool:
-        with holding_lock("SELECT id FROM token_families WHERE id = :id FOR UPDATE", id=family):
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        with holding_lock(
+            app, "SELECT id FROM token_families WHERE id = :id FOR UPDATE", id=family
+        ):
             results = [pool.submit(attempt, i) for i in range(3)]
-            waiting = wait_for_lock_waiters(expected=3)
+            waiting = wait_for_lock_waiters(app, expected=3)
         statuses = sorted(result.result(timeout=30) for result in results)
 
     assert waiting == 3
@@ -264,8 +267,10 @@ def test_a_login_under_way_does_not_outlive_a_change_that_commits_meanwhile(app,
     with app.app_context():
         other_hash = passwords.hash_password(NEW_PASSWORD)
 
-    with app.app_context(), ThreadPoolExecutor(max_workers=1) as pool:
-        with holding_lock("SELECT id FROM users WHERE username = 'alice' FOR UPDATE") as holder:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with holding_lock(
+            app, "SELECT id FROM users WHERE username = 'alice' FOR UPDATE"
+        ) as holder:
             attempt = pool.submit(
                 lambda: (
                     app.test_client()
@@ -273,7 +278,7 @@ def test_a_login_under_way_does_not_outlive_a_change_that_commits_meanwhile(app,
                     .status_code
                 )
             )
-            waiting = wait_for_lock_waiters(expected=1)
+            waiting = wait_for_lock_waiters(app, expected=1)
             holder.execute(text(change), {"other_hash": other_hash})
         status = attempt.result(timeout=30)
 
@@ -285,8 +290,10 @@ def test_a_login_that_waited_for_an_unrelated_change_succeeds(app, accounts):
     """The control for the test above: waiting alone does not fail a login."""
     accounts.signup("alice")
 
-    with app.app_context(), ThreadPoolExecutor(max_workers=1) as pool:
-        with holding_lock("SELECT id FROM users WHERE username = 'alice' FOR UPDATE") as holder:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with holding_lock(
+            app, "SELECT id FROM users WHERE username = 'alice' FOR UPDATE"
+        ) as holder:
             attempt = pool.submit(
                 lambda: (
                     app.test_client()
@@ -294,7 +301,7 @@ def test_a_login_that_waited_for_an_unrelated_change_succeeds(app, accounts):
                     .status_code
                 )
             )
-            waiting = wait_for_lock_waiters(expected=1)
+            waiting = wait_for_lock_waiters(app, expected=1)
             holder.execute(text("UPDATE users SET email = 'new@example.com' WHERE id = 1"))
         status = attempt.result(timeout=30)
 
