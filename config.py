@@ -276,7 +276,6 @@ class Config:
     RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD") or "10 per minute"
 
     MAX_CONTENT_LENGTH = 1024 * 1024
-    JSON_SORT_KEYS = False
 
     API_TITLE = "DevLab API"
     API_VERSION = "1.0.0"

@@ -41,6 +41,12 @@ class ArgumentsParser(FlaskParser):
         return arguments
 
 
+def row_id(name: str) -> str:
+    """A URL part for a row's id. Ids beyond PostgreSQL's integer range cannot exist: such
+    paths are 404s before any query, not database errors."""
+    return f"<int(max=2147483647):{name}>"
+
+
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = ArgumentsParser()
     # Login takes JSON or a form post: documented as JSON, the form added on the route.

@@ -201,3 +201,9 @@ def test_every_query_parameter_is_bounded_so_valid_request_lines_stay_short(clie
         schema = parameter["schema"]
         assert {"maximum", "enum", "maxLength"} & set(schema), parameter
         assert len(str(schema.get("maximum", 0))) <= 10, parameter
+
+
+def test_the_refresh_route_takes_a_pasted_token_not_swagger_uis_password_login(client):
+    operation = client.get("/openapi.json").get_json()["paths"]["/token/refresh"]["post"]
+
+    assert operation["security"] == [{"bearerAuth": []}]

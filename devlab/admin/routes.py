@@ -1,21 +1,19 @@
 from flask.views import MethodView
-from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import select
 
 from devlab.admin.schemas import UserListSchema
 from devlab.audit.trail import audit
-from devlab.auth.access import admin_required
+from devlab.auth.access import admin_required, lock_active_admins
 from devlab.auth.schemas import UserSchema
-from devlab.blueprint import Blueprint
+from devlab.blueprint import Blueprint, row_id
 from devlab.extensions import db
 from devlab.models import User
 from devlab.pagination import PageQuerySchema, page_of
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")
 
-# Ids beyond PostgreSQL's integer range cannot exist: they are 404s, not database errors.
-USER_ID = "<int(max=2147483647):user_id>"
+USER_ID = row_id("user_id")
 NOT_FOUND = "No user has this id."
 
 
@@ -26,18 +24,11 @@ def user_or_404(user_id: int) -> User:
 def user_to_change(user_id: int, *, takes_admin_role: bool = False) -> User:
     """The user a role or account change applies to, read under the admins' lock.
 
-    The active admins' rows stay locked until the request commits, so role changes run one
-    at a time, each seeing the last one's outcome: two admins removing each other at the same
-    moment cannot both succeed, and an admin demoted meanwhile can no longer act (403). A
-    change that `takes_admin_role` from the last active admin is refused (409).
+    Under that lock two admins removing each other at the same moment cannot both succeed,
+    and a change that `takes_admin_role` from the last active admin is refused (409).
     """
     user = user_or_404(user_id)
-    active_admin_ids = db.session.scalars(
-        select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
-    ).all()
-    if current_user.id not in active_admin_ids:
-        audit("access_denied", "admin role lost while the request waited")
-        abort(403, message="This requires the admin role.")
+    active_admin_ids = lock_active_admins()
     if takes_admin_role and active_admin_ids == [user.id]:
         abort(409, message="This is the last active admin; make another admin first.")
     db.session.refresh(user)  # as it is now that the lock is ours

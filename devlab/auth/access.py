@@ -10,6 +10,7 @@ from http import HTTPStatus
 
 from flask_jwt_extended import get_current_user, jwt_required
 from flask_smorest import Blueprint, abort
+from sqlalchemy import select
 
 from devlab.audit.trail import audit
 from devlab.auth.tokens import family_is_live
@@ -17,13 +18,17 @@ from devlab.errors import error_response
 from devlab.extensions import db, jwt
 from devlab.models import User
 
-BEARER_SECURITY = [{"bearerAuth": []}, {"passwordLogin": []}]
+# An access token: pasted, or fetched by Swagger UI's Authorize with a username and password.
+ACCESS_TOKEN_SECURITY = [{"bearerAuth": []}, {"passwordLogin": []}]
+# A refresh token can only be pasted: the password flow hands Swagger UI an access token.
+REFRESH_TOKEN_SECURITY = [{"bearerAuth": []}]
+ADMIN_REQUIRED = "This requires the admin role."
 
 
-def _documented(view, *statuses: int):
+def _documented(view, *statuses: int, security=ACCESS_TOKEN_SECURITY):
     # Every token is checked against the database, so every protected route may answer 503.
     responses = {str(status): HTTPStatus(status).name for status in (*statuses, 503)}
-    return Blueprint.doc(security=BEARER_SECURITY, responses=responses)(view)
+    return Blueprint.doc(security=security, responses=responses)(view)
 
 
 def login_required(view):
@@ -33,7 +38,7 @@ def login_required(view):
 
 def refresh_token_required(view):
     """Require a live refresh token of an existing, active user."""
-    return _documented(jwt_required(refresh=True)(view), 401)
+    return _documented(jwt_required(refresh=True)(view), 401, security=REFRESH_TOKEN_SECURITY)
 
 
 def admin_required(view):
@@ -43,10 +48,26 @@ def admin_required(view):
     def admins_only(*args, **kwargs):
         if not get_current_user().is_admin:
             audit("access_denied", "admin role required")
-            abort(403, message="This requires the admin role.")
+            abort(403, message=ADMIN_REQUIRED)
         return view(*args, **kwargs)
 
     return _documented(jwt_required()(admins_only), 401, 403)
+
+
+def lock_active_admins() -> list[int]:
+    """Lock the active admins' rows until the request commits; return their ids.
+
+    Role and account changes take this lock, so they run one at a time, each seeing the last
+    one's outcome. The caller passed `admin_required` before waiting: if it lost the role
+    meanwhile, it is refused now (403).
+    """
+    active_admin_ids = db.session.scalars(
+        select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
+    ).all()
+    if get_current_user().id not in active_admin_ids:
+        audit("access_denied", "admin role lost while the request waited")
+        abort(403, message=ADMIN_REQUIRED)
+    return active_admin_ids
 
 
 @jwt.token_in_blocklist_loader
@@ -93,13 +114,3 @@ def _unknown_user(_jwt_header: dict, _jwt_data: dict):
 @jwt.revoked_token_loader
 def _revoked_token(_jwt_header: dict, _jwt_data: dict):
     return _deny("Token has been revoked; log in again.", "revoked token")
-
-
-@jwt.needs_fresh_token_loader
-def _stale_token(_jwt_header: dict, _jwt_data: dict):
-    return _deny("A fresh token is required.", "stale token")
-
-
-@jwt.token_verification_failed_loader
-def _failed_claims(_jwt_header: dict, _jwt_data: dict):
-    return _deny("Invalid token.", "token claims rejected")

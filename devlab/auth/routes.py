@@ -20,6 +20,7 @@ from devlab.auth.tokens import (
     start_family,
 )
 from devlab.blueprint import Blueprint
+from devlab.errors import DATABASE_UNAVAILABLE
 from devlab.extensions import db
 from devlab.models import User
 from devlab.passwords import spend_verification_time
@@ -30,7 +31,6 @@ blp = Blueprint(
 )
 
 LOGIN_FAILED = "Incorrect username or password."
-DATABASE_DOWN = "The database did not answer."
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -54,7 +54,7 @@ class Signup(MethodView):
     @blp.arguments(SignupSchema)
     @blp.response(201, UserSchema)
     @blp.alt_error(409, "The username or email is already registered.")
-    @blp.alt_error(503, DATABASE_DOWN)
+    @blp.alt_error(503, DATABASE_UNAVAILABLE)
     def post(self, account):
         """Create an account."""
         user = User(username=account["username"], email=account["email"])
@@ -71,7 +71,7 @@ class Login(MethodView):
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
     @blp.alt_error(401, LOGIN_FAILED)
-    @blp.alt_error(503, DATABASE_DOWN)
+    @blp.alt_error(503, DATABASE_UNAVAILABLE)
     @blp.doc(
         requestBody={"content": {"application/x-www-form-urlencoded": {"schema": LoginSchema}}}
     )

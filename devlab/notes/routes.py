@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from devlab.audit.trail import audit
 from devlab.auth.access import login_required
-from devlab.blueprint import Blueprint
+from devlab.blueprint import Blueprint, row_id
 from devlab.extensions import db
 from devlab.models import Note
 from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
@@ -51,8 +51,7 @@ class Notes(MethodView):
         return note
 
 
-# Ids beyond PostgreSQL's integer range cannot exist: they are 404s, not database errors.
-@blp.route("/<int(max=2147483647):note_id>")
+@blp.route(f"/{row_id('note_id')}")
 class NoteById(MethodView):
     @login_required
     @blp.response(200, NoteSchema)
