@@ -1,4 +1,7 @@
-"""DevLab settings, read from the environment (and from a `.env` file when present).
+"""DevLab settings, read from the environment.
+
+The `flask` command and gunicorn.conf.py load a `.env` file into the environment first, unless
+FLASK_SKIP_DOTENV is set; in-process uses such as the tests see only the real environment.
 
 This is the only module that reads `os.environ`; the rest of the code reads `current_app.config`.
 
@@ -6,6 +9,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 |--------------------------|-------------------------|-------------------------------------------|
 | DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
+| DEVLAB_INSTANCE_PATH     | instance/ (project)     | folder of the SQLite file and dev JWT key |
 | DATABASE_TIMEOUT_SECONDS | 2                       | longest wait for PostgreSQL, see below    |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
@@ -39,10 +43,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from dotenv import load_dotenv
 from limits import parse_many
-
-load_dotenv()
 
 # Values people leave in place from examples and tutorials; never acceptable in production.
 PLACEHOLDER_SECRETS = frozenset(
@@ -233,6 +234,8 @@ def _shared_development_secret(instance_dir: Path) -> str:
 
 
 class Config:
+    # Read before the app exists: create_app() hands it to Flask (None: Flask's instance/).
+    INSTANCE_PATH = os.environ.get("DEVLAB_INSTANCE_PATH") or None
     DEVLAB_ENV = os.environ.get("DEVLAB_ENV", "development").strip().lower()
 
     SQLALCHEMY_DATABASE_URI = normalize_database_url(

@@ -5,7 +5,9 @@ import os
 
 from dotenv import load_dotenv
 
-load_dotenv()
+# Like the `flask` command, read `.env` unless FLASK_SKIP_DOTENV says not to (the tests do).
+if not os.environ.get("FLASK_SKIP_DOTENV"):
+    load_dotenv()
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8005')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

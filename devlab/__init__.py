@@ -37,7 +37,8 @@ class DevLab(Flask):
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` overriding any setting."""
-    app = DevLab(__name__)
+    instance_path = (test_config or {}).get("INSTANCE_PATH") or Config.INSTANCE_PATH
+    app = DevLab(__name__, instance_path=instance_path)
     app.config.from_object(Config)
     if test_config:
         app.config.from_mapping(test_config)

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -32,7 +33,14 @@ def clean_env(**settings: str) -> dict:
         for key, value in os.environ.items()
         if not key.startswith(DEVLAB_SETTING_PREFIXES)
     }
-    return env | {"FLASK_APP": "wsgi"} | settings
+    isolated = {
+        "FLASK_APP": "wsgi",
+        # The developer's .env must not reach the servers and commands the tests start,
+        "FLASK_SKIP_DOTENV": "1",
+        # nor may they write a development key or database into the checkout's instance/.
+        "DEVLAB_INSTANCE_PATH": tempfile.mkdtemp(prefix="devlab-test-instance-"),
+    }
+    return env | isolated | settings
 
 
 @contextmanager
