@@ -145,6 +145,8 @@ def test_gunicorn_chunked_bodies_keep_the_body_rules(gunicorn):
         ({"RATELIMIT_ENABLED": "maybe"}, "RATELIMIT_ENABLED"),
         ({"RATELIMIT_LOGIN": "ten per minute"}, "RATELIMIT_LOGIN"),
         ({"RATELIMIT_STORAGE_URI": "memcached://127.0.0.1:11211"}, "RATELIMIT_STORAGE_URI"),
+        ({"FORCE_HTTPS": "maybe"}, "FORCE_HTTPS"),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
     ],
 )
 def test_flask_refuses_to_start_with_bad_settings(settings, variable):
