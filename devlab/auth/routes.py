@@ -104,7 +104,7 @@ class TokenRefresh(MethodView):
         one that was already used revokes every token of that login.
         """
         family = locked_current_family()
-        if family.is_revoked:  # by a logout or password change that committed meanwhile
+        if family is None or family.is_revoked:  # by a change that committed meanwhile
             abort(401, message="Token has been revoked; log in again.", headers=BEARER_CHALLENGE)
         if not presented_refresh_token_is_current(family):
             family.revoke()

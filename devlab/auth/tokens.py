@@ -48,15 +48,15 @@ def current_family() -> TokenFamily:
     return db.session.get(TokenFamily, get_jwt()["fam"])
 
 
-def locked_current_family() -> TokenFamily:
+def locked_current_family() -> TokenFamily | None:
     """The current family, locked until the request commits, so that two refreshes with one
-    token cannot both succeed."""
+    token cannot both succeed; None if `flask prune-revocations` deleted it meanwhile."""
     return db.session.scalars(
         select(TokenFamily)
         .where(TokenFamily.id == get_jwt()["fam"])
         .with_for_update()
         .execution_options(populate_existing=True)
-    ).one()
+    ).one_or_none()
 
 
 def presented_refresh_token_is_current(family: TokenFamily) -> bool:
