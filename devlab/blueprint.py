@@ -8,6 +8,8 @@ from marshmallow import ValidationError
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from devlab.errors import BODY_TOO_LARGE
+
 BODY_LOCATIONS = ("json", "form", "json_or_form")
 UNREADABLE_BODY = "The request body is not readable: malformed JSON, or broken chunked encoding."
 
@@ -63,7 +65,7 @@ class Blueprint(flask_smorest.Blueprint):
 
         def decorator(view):
             view = self.alt_error(400, UNREADABLE_BODY)(view)
-            view = self.alt_error(413, "The request body is larger than 1 MiB.")(view)
+            view = self.alt_error(413, BODY_TOO_LARGE)(view)
             return parse(view)
 
         return decorator

@@ -14,6 +14,9 @@ from devlab.extensions import db
 from devlab.models import CONFLICT_MESSAGES
 
 UNREADABLE_INPUT = {400: "The request body could not be read (malformed JSON?)."}
+BODY_TOO_LARGE = "The request body is larger than 1 MiB."
+# Our words for werkzeug's errors whose own description says too little.
+PLAIN_MESSAGES = {413: BODY_TOO_LARGE}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 DATABASE_BUSY = "Another change to the same data is under way; try again."
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout ran out
@@ -56,9 +59,11 @@ def conflict_message(error: IntegrityError) -> str:
 def handle_http_exception(error: HTTPException):
     data = getattr(error, "data", None) or {}
     errors = data.get("errors") or data.get("messages")
-    message = data.get("message") or (
-        UNREADABLE_INPUT.get(error.code, "Invalid input.") if errors else error.description
-    )
+    if errors:
+        default = UNREADABLE_INPUT.get(error.code, "Invalid input.")
+    else:
+        default = PLAIN_MESSAGES.get(error.code, error.description)
+    message = data.get("message") or default
     # Keep headers such as Allow (405); our body replaces werkzeug's HTML content type.
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     headers.extend((data.get("headers") or {}).items())

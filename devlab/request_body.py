@@ -12,6 +12,8 @@ from flask import Flask, request
 from flask_smorest import abort
 from gunicorn.http.errors import ParseException
 
+from devlab.errors import BODY_TOO_LARGE
+
 TOO_LARGE = "devlab.body_too_large"
 MALFORMED = "devlab.body_malformed"
 
@@ -38,7 +40,7 @@ class BufferChunkedBodies:
 
 def refuse_unreadable_bodies() -> None:
     if request.environ.get(TOO_LARGE):
-        abort(413, message="The request body is larger than 1 MiB.")
+        abort(413, message=BODY_TOO_LARGE)
     if request.environ.get(MALFORMED):
         abort(400, message="The request body's chunked encoding is malformed.")
 

@@ -107,7 +107,8 @@ def test_body_over_one_mebibyte_answers_413(client):
 
     response = client.post("/signup", data=oversized, content_type="application/json")
 
-    assert_json_error(response, 413)
+    body = assert_json_error(response, 413)
+    assert body["message"] == "The request body is larger than 1 MiB."
 
 
 @pytest.mark.parametrize(
@@ -228,7 +229,7 @@ def test_a_chunked_body_over_one_mebibyte_answers_413(client):
 
     response = chunked_post(client, "/login", BytesIO(body))
 
-    assert_json_error(response, 413)
+    assert assert_json_error(response, 413)["message"] == "The request body is larger than 1 MiB."
 
 
 def test_a_chunked_body_within_the_limit_is_read_whole(client, accounts):
