@@ -285,3 +285,26 @@ def test_a_login_under_way_does_not_outlive_a_change_that_commits_meanwhile(
 
     assert waiting == 1
     assert answered == status
+
+
+def test_a_refresh_waiting_while_its_login_is_revoked_answers_401(app, accounts, audit_rows):
+    """A logout or password change commits while the refresh waits for the family's lock."""
+    accounts.signup("alice")
+    tokens = login(app.test_client())
+    family = claims(tokens["access_token"])["fam"]
+    lock_family = "SELECT id FROM token_families WHERE id = :id FOR UPDATE"
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with holding_lock(app, lock_family, id=family) as holder:
+            attempt = pool.submit(lambda: refresh(app.test_client(), tokens["refresh_token"]))
+            waiting = wait_for_lock_waiters(app, expected=1)
+            holder.execute(
+                text("UPDATE token_families SET revoked_at = now() WHERE id = :id"), {"id": family}
+            )
+        response = attempt.result(timeout=30)
+
+    assert waiting == 1
+    assert response.status_code == 401
+    assert response.get_json()["message"] == "Token has been revoked; log in again."
+    assert audit_rows("access_denied")[-1].detail == "revoked token"
+    assert audit_rows("token_refreshed") == []

@@ -1,5 +1,6 @@
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt
+from flask_jwt_extended import current_user, get_jwt, get_jwt_header
+from flask_jwt_extended.exceptions import RevokedTokenError
 from flask_smorest import abort
 
 from devlab.audit.trail import audit, keep_changes_despite_failure
@@ -104,8 +105,9 @@ class TokenRefresh(MethodView):
         one that was already used revokes every token of that login.
         """
         family = locked_current_family()
-        if family is None or family.is_revoked:  # by a change that committed meanwhile
-            abort(401, message="Token has been revoked; log in again.", headers=BEARER_CHALLENGE)
+        if family is None or family.is_revoked:
+            # Revoked (or pruned) after the token was checked: answered as any revoked token.
+            raise RevokedTokenError(get_jwt_header(), get_jwt())
         if not presented_refresh_token_is_current(family):
             family.revoke()
             keep_changes_despite_failure()

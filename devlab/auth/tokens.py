@@ -4,7 +4,7 @@ from uuid import uuid4
 
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from devlab.extensions import db
 from devlab.models import TokenFamily, User, utcnow
@@ -78,7 +78,5 @@ def family_is_live(jwt_data: dict) -> bool:
 
 def prune_expired_families() -> int:
     """Delete the families whose every token has expired; return how many."""
-    expired = db.session.scalars(select(TokenFamily).where(TokenFamily.expires_at < utcnow())).all()
-    for family in expired:
-        db.session.delete(family)
-    return len(expired)
+    expired = delete(TokenFamily).where(TokenFamily.expires_at < utcnow())
+    return db.session.execute(expired).rowcount
