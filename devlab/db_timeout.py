@@ -40,9 +40,7 @@ def _give_up_on_locks_first(dbapi_connection, connection_record) -> None:
     login) then gets a clean "lock not available" error, answered 503 as busy, instead of a
     dropped connection reported as an outage. CLI commands (migrations) keep waiting.
     """
-    if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not has_app_context():
-        return
-    if click.get_current_context(silent=True) is not None:
+    if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not _app_work():
         return
     lock_timeout_ms = current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750
     with dbapi_connection.cursor() as cursor:
@@ -77,6 +75,11 @@ def _limit_for(connection) -> int | None:
     if not has_app_context():
         return None
     connecting = connection.status == extensions.STATUS_SETUP
-    if connecting or click.get_current_context(silent=True) is None:
+    if connecting or _app_work():
         return current_app.config["DATABASE_TIMEOUT_SECONDS"]
     return None
+
+
+def _app_work() -> bool:
+    """Whether this is the app's own work (a request), not a CLI command such as a migration."""
+    return has_app_context() and click.get_current_context(silent=True) is None
