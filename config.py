@@ -14,6 +14,8 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
 | JWT_REFRESH_TOKEN_DAYS   | 14                      | lifetime of a refresh token               |
+| JWT_SESSION_MAX_DAYS     | 30                      | no refresh extends a login past this      |
+| JWT_REFRESH_REUSE_GRACE_SECONDS | 10               | a just-used refresh token: 401, no revoke |
 | TRUSTED_PROXY_HOPS       | 0                       | proxies whose X-Forwarded-For is believed |
 | FORCE_HTTPS              | 0                       | 1: send Strict-Transport-Security         |
 | CORS_ORIGINS             | (none: CORS off)        | comma-separated origins allowed by CORS   |
@@ -250,6 +252,11 @@ class Config:
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(
         days=_int_from_env("JWT_REFRESH_TOKEN_DAYS", 14, minimum=1)
     )
+    # However often it is refreshed, a login ends this long after it began.
+    JWT_SESSION_MAX = timedelta(days=_int_from_env("JWT_SESSION_MAX_DAYS", 30, minimum=1))
+    # The refresh token used last, presented again this soon, is a retry or a race between a
+    # client's tabs: refused, without revoking the login as a replay of an older one would.
+    JWT_REFRESH_REUSE_GRACE_SECONDS = _int_from_env("JWT_REFRESH_REUSE_GRACE_SECONDS", 10)
     JWT_ALGORITHM = "HS256"
     JWT_DECODE_ALGORITHMS = ["HS256"]
     JWT_TOKEN_LOCATION = ["headers"]

@@ -1,9 +1,12 @@
 """DevLab: a JSON REST backend for accounts, notes and an audit trail."""
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from flask import Flask, Response
+from flask import Flask, Request, Response
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import Map, RequestRedirect
 
 from config import Config, finalize_config
 from devlab import (
@@ -20,13 +23,49 @@ from devlab import (
     request_body,
 )
 from devlab.audit import trail
+from devlab.auth import access
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+class RoutesWithoutRedirects(Map):
+    """Werkzeug's URL map, without merging slashes: `/admin//users` is a 404 like any path no
+    route has, not a redirect whose target would come from the request's Host header."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("merge_slashes", False)
+        super().__init__(*args, **kwargs)
+
+
+class PermanentRedirect(HTTPException):
+    """A redirect in the JSON error shape, to a path on this server (errors.py renders it)."""
+
+    code = 308
+    description = "This resource lives at the path in the Location header."
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+        return [("Location", self.path)]
+
+
 class DevLab(Flask):
+    url_map_class = RoutesWithoutRedirects
+
+    def raise_routing_exception(self, request: Request):
+        """Any redirect werkzeug's routing still makes (a rule with a trailing slash asked for
+        without it) is answered as JSON with a relative Location: Flask would send werkzeug's
+        HTML page, with an absolute URL built from the Host header."""
+        error = request.routing_exception
+        if isinstance(error, RequestRedirect):
+            target = urlsplit(error.new_url)
+            raise PermanentRedirect(target.path + (f"?{target.query}" if target.query else ""))
+        super().raise_routing_exception(request)
+
     def make_default_options_response(self) -> Response:
         """Answer OPTIONS with 204 and the Allow header; Flask's own is an empty text/html 200."""
         response = super().make_default_options_response()
@@ -54,6 +93,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db_timeout.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)
+    access.init_app(app)
     api.init_app(app)
     for feature in (auth, notes, admin, audit, health):
         api.register_blueprint(feature.blp)

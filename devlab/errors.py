@@ -15,8 +15,11 @@ from devlab.models import CONFLICT_MESSAGES
 
 UNREADABLE_INPUT = {400: "The request body could not be read (malformed JSON?)."}
 BODY_TOO_LARGE = "The request body is larger than 1 MiB."
+# Every 404 says this, whether no route matched or no row (of the caller's) has the id: an
+# answer that differed would tell which ids exist.
+NOT_FOUND = "Not found."
 # Our words for werkzeug's errors whose own description says too little.
-PLAIN_MESSAGES = {413: BODY_TOO_LARGE}
+PLAIN_MESSAGES = {404: NOT_FOUND, 413: BODY_TOO_LARGE}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 DATABASE_BUSY = "Another change to the same data is under way; try again."
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout ran out

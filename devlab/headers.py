@@ -5,7 +5,7 @@ the docs is `no-store`, since answers carry tokens and users' data. JSON gets a
 Content-Security-Policy that allows nothing; Swagger UI on /docs gets just what it needs, with
 no inline script (devlab/templates/swagger_ui.html loads static/swagger-ui-init.js instead).
 FORCE_HTTPS adds HSTS. CORS_ORIGINS turns on CORS for those origins only, without credentials:
-clients send bearer tokens, not cookies.
+clients send bearer tokens, not cookies; every answer then carries `Vary: Origin`.
 """
 
 from flask import Flask, Response, current_app, request
@@ -45,6 +45,13 @@ def harden(response: Response) -> Response:
         headers["Cache-Control"] = "no-store"
     if current_app.config["FORCE_HTTPS"]:
         headers["Strict-Transport-Security"] = HSTS
+    if current_app.config["CORS_ORIGINS"]:
+        # CORS headers depend on the Origin sent, so any cache must key on it; flask-cors says
+        # so only when it lists more than one origin.
+        response.vary.add("Origin")
+    if response.status_code == 204:
+        # No content, so no content type (flask-smorest and Flask set application/json).
+        headers.pop("Content-Type", None)
     return response
 
 

@@ -86,14 +86,15 @@ class User(db.Model):
         if passwords.needs_rehash(self.hashed_password):
             self.set_password(password)
 
-    def revoke_tokens(self, keep_family: str | None = None) -> None:
-        """Revoke every token this user holds, except those of the family `keep_family`."""
+    def revoke_tokens(self, keep_family: str | None = None) -> int:
+        """Revoke every token this user holds, except those of the family `keep_family`;
+        return how many logins that ended."""
         statement = update(TokenFamily).where(
             TokenFamily.user_id == self.id, TokenFamily.revoked_at.is_(None)
         )
         if keep_family is not None:
             statement = statement.where(TokenFamily.id != keep_family)
-        db.session.execute(statement.values(revoked_at=utcnow()))
+        return db.session.execute(statement.values(revoked_at=utcnow())).rowcount
 
     @classmethod
     def by_username(cls, username: str) -> "User | None":
@@ -138,8 +139,11 @@ class TokenFamily(db.Model):
 
     Each token carries its family's id in a `fam` claim. Only the refresh token whose id is
     `refresh_jti` may be used next; presenting an older one means it was stolen or replayed.
+    `previous_refresh_jti` is the one used last, at `rotated_at`: presented again within
+    JWT_REFRESH_REUSE_GRACE_SECONDS it is a client's retry, refused without revoking anything.
     The row outlives the family's last token by nothing: `expires_at` is when that token
-    expires, and `flask prune-revocations` deletes rows past it.
+    expires, and `flask prune-revocations` deletes rows past it. No token of a family outlives
+    `created_at` (the login) by more than JWT_SESSION_MAX_DAYS.
     """
 
     __tablename__ = "token_families"
@@ -147,6 +151,8 @@ class TokenFamily(db.Model):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     refresh_jti: Mapped[str] = mapped_column(String(36))
+    previous_refresh_jti: Mapped[str | None] = mapped_column(String(36))
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

@@ -45,7 +45,7 @@ def test_lifecycle_routes_answer_404_for_an_unknown_user(client, accounts, actio
     response = client.post(ACTIONS[action][0].format(id=999), headers=headers)
 
     assert response.status_code == 404
-    assert response.get_json()["message"] == "User not found."
+    assert response.get_json()["message"] == "Not found."
 
 
 def test_a_demoted_admin_gets_403_at_once_with_the_token_it_holds(app, client, accounts):

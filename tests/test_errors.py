@@ -260,3 +260,46 @@ def test_query_numbers_must_be_plain_ascii_digits(client, accounts, query):
     response = client.get(f"/notes?{query}", headers=headers)
 
     assert_json_error(response, 422)
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin//users", "/notes//", "/audit//logs", "/me//password", "/admin/users//"]
+)
+def test_doubled_slashes_are_a_json_404_not_a_redirect_built_from_host(client, accounts, path):
+    headers = {**accounts.admin_headers("root"), "Host": "evil.example"}
+
+    response = client.get(path, headers=headers)
+
+    body = assert_json_error(response, 404)
+    assert body["message"] == "Not found."
+    assert "Location" not in response.headers
+
+
+def test_a_redirect_werkzeug_still_makes_is_json_with_a_relative_location():
+    """No route ends in a slash today; one that did would be redirected to, never in HTML."""
+    app = create_app(TEST_SETTINGS)
+    app.add_url_rule("/with-slash/", "with_slash", lambda: {"ok": True})
+
+    response = app.test_client().get("/with-slash?x=1", headers={"Host": "evil.example"})
+
+    assert_json_error(response, 308)
+    assert response.headers["Location"] == "/with-slash/?x=1"
+
+
+def test_every_404_says_the_same_whether_or_not_a_route_matched(client, accounts):
+    alice, bob = accounts.headers("alice"), accounts.headers("bob")
+    bobs_note = client.post("/notes", json={"text": "mine"}, headers=bob).get_json()
+    admin = accounts.admin_headers("root")
+
+    answers = [
+        client.get("/no/such/route"),
+        client.get("/notes/999999", headers=alice),
+        client.get(f"/notes/{bobs_note['id']}", headers=alice),
+        client.patch(f"/notes/{bobs_note['id']}", json={"text": "x"}, headers=alice),
+        client.delete(f"/notes/{bobs_note['id']}", headers=alice),
+        client.get("/notes/99999999999", headers=alice),
+        client.post("/admin/promote/999999", headers=admin),
+        client.post("/admin/users/999999/deactivate", headers=admin),
+    ]
+
+    assert {(r.status_code, r.get_json()["message"]) for r in answers} == {(404, "Not found.")}

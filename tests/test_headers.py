@@ -257,3 +257,45 @@ def test_a_request_without_origin_gets_no_cors_headers(cors_client):
 def test_cors_origins_that_are_not_plain_origins_are_refused(origins):
     with pytest.raises(ConfigError, match="CORS_ORIGINS"):
         create_app(TEST_SETTINGS | {"CORS_ORIGINS": origins})
+
+
+@pytest.mark.parametrize("origins", [ALLOWED, f"{ALLOWED}, http://localhost:3000"])
+@pytest.mark.parametrize(
+    ("path", "origin"),
+    [
+        ("/health", ALLOWED),
+        ("/health", "https://evil.example"),
+        ("/health", None),
+        ("/docs/assets/swagger-ui.css", ALLOWED),  # cached as public, max-age=86400
+        ("/docs/assets/swagger-ui.css", None),
+        ("/favicon.ico", ALLOWED),
+        ("/no/such/route", ALLOWED),
+    ],
+)
+def test_with_cors_on_every_answer_varies_by_origin(origins, path, origin):
+    """One origin or several: a cache must not hand one origin's answer to another."""
+    client = create_app(TEST_SETTINGS | {"CORS_ORIGINS": origins}).test_client()
+
+    response = client.get(path, headers={"Origin": origin} if origin else {})
+
+    assert "Origin" in response.vary
+
+
+def test_without_cors_answers_do_not_vary_by_origin(client):
+    assert "Origin" not in client.get("/health", headers={"Origin": ALLOWED}).vary
+
+
+def test_a_204_has_no_content_type(client, accounts):
+    headers = accounts.headers("alice")
+    note = client.post("/notes", json={"text": "x"}, headers=headers).get_json()
+
+    answers = [
+        client.delete(f"/notes/{note['id']}", headers=headers),
+        client.options("/notes"),
+        client.post("/logout", headers=headers),
+    ]
+
+    for response in answers:
+        assert response.status_code == 204
+        assert "Content-Type" not in response.headers
+        assert response.data == b""

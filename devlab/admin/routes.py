@@ -7,6 +7,7 @@ from devlab.audit.trail import audit
 from devlab.auth.access import admin_required, lock_active_admins
 from devlab.auth.schemas import UserSchema
 from devlab.blueprint import Blueprint, row_id
+from devlab.errors import NOT_FOUND
 from devlab.extensions import db
 from devlab.models import User
 from devlab.pagination import PageQuerySchema, page_of
@@ -14,11 +15,11 @@ from devlab.pagination import PageQuerySchema, page_of
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")
 
 USER_ID = row_id("user_id")
-NOT_FOUND = "No user has this id."
+NO_SUCH_USER = "No user has this id."
 
 
 def user_or_404(user_id: int) -> User:
-    return db.get_or_404(User, user_id, description="User not found.")
+    return db.get_or_404(User, user_id, description=NOT_FOUND)
 
 
 def user_to_change(user_id: int, *, takes_admin_role: bool = False) -> User:
@@ -55,7 +56,7 @@ class Users(MethodView):
 class Promote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_error(404, NOT_FOUND)
+    @blp.alt_error(404, NO_SUCH_USER)
     def post(self, user_id):
         """Make a user an admin.
 
@@ -73,7 +74,7 @@ class Promote(MethodView):
 class Demote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_error(404, NOT_FOUND)
+    @blp.alt_error(404, NO_SUCH_USER)
     @blp.alt_error(409, "The user is the last active admin.")
     def post(self, user_id):
         """Take the admin role away from a user.
@@ -92,7 +93,7 @@ class Demote(MethodView):
 class Deactivate(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_error(404, NOT_FOUND)
+    @blp.alt_error(404, NO_SUCH_USER)
     @blp.alt_error(409, "The user is the last active admin.")
     def post(self, user_id):
         """Deactivate an account.
@@ -112,7 +113,7 @@ class Deactivate(MethodView):
 class Activate(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
-    @blp.alt_error(404, NOT_FOUND)
+    @blp.alt_error(404, NO_SUCH_USER)
     def post(self, user_id):
         """Activate an account again; the user logs in anew."""
         user = user_to_change(user_id)

@@ -31,6 +31,7 @@ ACTIONS = (
     "token_refreshed",
     "token_reuse_detected",
     "logout",
+    "logout_all",
     "password_changed",
     "user_demoted",
     "user_deactivated",

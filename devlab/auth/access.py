@@ -5,15 +5,20 @@ as it is in the database now, so a promotion applies to tokens already issued an
 whose user is gone is refused.
 """
 
+import re
 from functools import wraps
 from http import HTTPStatus
 
+from flask import Flask, request
 from flask_jwt_extended import get_current_user, jwt_required
+from flask_jwt_extended.config import config as jwt_config
+from flask_jwt_extended.exceptions import JWTDecodeError
 from flask_smorest import Blueprint, abort
+from jwt import MissingRequiredClaimError
 from sqlalchemy import select
 
 from devlab.audit.trail import audit
-from devlab.auth.tokens import family_is_live
+from devlab.auth.tokens import family_of
 from devlab.errors import error_response
 from devlab.extensions import db, jwt
 from devlab.models import User
@@ -23,6 +28,16 @@ ACCESS_TOKEN_SECURITY = [{"bearerAuth": []}, {"passwordLogin": []}]
 # A refresh token can only be pasted: the password flow hands Swagger UI an access token.
 REFRESH_TOKEN_SECURITY = [{"bearerAuth": []}]
 ADMIN_REQUIRED = "This requires the admin role."
+INVALID_TOKEN = "Invalid token."  # noqa: S105 (a message, not a secret)
+
+# Every token DevLab issues carries all of these. PyJWT checks `exp`, `iat` and `nbf` only when
+# present, and Flask-JWT-Extended fills in a missing `type` ("access") and `jti`, so a token
+# signed with the key but without them would never expire or would pass as an access token.
+REQUIRED_CLAIMS = ("exp", "iat", "nbf", "jti", "type", "sub", "fam")
+TEXT_CLAIMS = ("jti", "type", "sub", "fam")
+TOKEN_TYPES = ("access", "refresh")
+# RFC 7235: the scheme is case-insensitive, and one or more spaces follow it.
+BEARER_CREDENTIALS = re.compile(r"bearer +([^\s,]+)", re.IGNORECASE)
 
 
 def _documented(view, *statuses: int, security=ACCESS_TOKEN_SECURITY):
@@ -70,9 +85,47 @@ def lock_active_admins() -> list[int]:
     return active_admin_ids
 
 
+def accept_any_case_bearer_scheme() -> None:
+    """Let `bearer <token>` in any case through: Flask-JWT-Extended compares the scheme with
+    "Bearer" exactly, so the header is rewritten to that spelling before it reads it."""
+    credentials = request.environ.get("HTTP_AUTHORIZATION")
+    if credentials and not credentials.startswith("Bearer "):
+        match = BEARER_CREDENTIALS.fullmatch(credentials.strip())
+        if match:
+            request.environ["HTTP_AUTHORIZATION"] = f"Bearer {match.group(1)}"
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(accept_any_case_bearer_scheme)
+
+
+@jwt.decode_key_loader
+def _key_for_complete_tokens(_jwt_header: dict, unverified_claims: dict) -> str:
+    """The signing key, for a token that has every claim DevLab issues; any other is invalid.
+
+    Flask-JWT-Extended hands this loader the claims as sent, before it fills in defaults; the
+    signature is verified right after, with the key returned.
+    """
+    for claim in REQUIRED_CLAIMS:
+        if claim not in unverified_claims:
+            raise MissingRequiredClaimError(claim)
+    if not all(isinstance(unverified_claims[claim], str) for claim in TEXT_CLAIMS):
+        raise JWTDecodeError("A claim that must be text is not.")
+    if unverified_claims["type"] not in TOKEN_TYPES:
+        raise JWTDecodeError("Unknown token type.")
+    return jwt_config.decode_key
+
+
 @jwt.token_in_blocklist_loader
 def _is_revoked(_jwt_header: dict, jwt_data: dict) -> bool:
-    return not family_is_live(jwt_data)
+    family = family_of(jwt_data)
+    return family is not None and family.is_revoked
+
+
+@jwt.token_verification_loader
+def _belongs_to_a_login(_jwt_header: dict, jwt_data: dict) -> bool:
+    """A token whose family never existed, or is another user's, is invalid, not revoked."""
+    return family_of(jwt_data) is not None
 
 
 @jwt.user_lookup_loader
@@ -98,7 +151,12 @@ def _missing_token(_reason: str):
 
 @jwt.invalid_token_loader
 def _invalid_token(_reason: str):
-    return _deny("Invalid token.", "invalid token")
+    return _deny(INVALID_TOKEN, "invalid token")
+
+
+@jwt.token_verification_failed_loader
+def _token_of_no_login(_jwt_header: dict, _jwt_data: dict):
+    return _deny(INVALID_TOKEN, "token of no login of its user")
 
 
 @jwt.expired_token_loader
@@ -108,7 +166,7 @@ def _expired_token(_jwt_header: dict, _jwt_data: dict):
 
 @jwt.user_lookup_error_loader
 def _unknown_user(_jwt_header: dict, _jwt_data: dict):
-    return _deny("Invalid token.", "token of a user who no longer exists or is deactivated")
+    return _deny(INVALID_TOKEN, "token of a user who no longer exists or is deactivated")
 
 
 @jwt.revoked_token_loader

@@ -18,6 +18,7 @@ from devlab.auth.tokens import (
     hand_on,
     locked_current_family,
     presented_refresh_token_is_current,
+    presented_refresh_token_was_just_used,
     start_family,
 )
 from devlab.blueprint import Blueprint
@@ -33,6 +34,9 @@ blp = Blueprint(
 
 LOGIN_FAILED = "Incorrect username or password."
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+REFRESH_JUST_USED = (
+    "This refresh token was just used; use the tokens that refresh returned. Nothing was revoked."
+)
 
 
 def failed_login_detail(attempted: str, user: User | None) -> str:
@@ -101,13 +105,18 @@ class TokenRefresh(MethodView):
     def post(self):
         """Trade a refresh token for new access and refresh tokens.
 
-        Send the refresh token as the bearer token. Each refresh token works once: presenting
-        one that was already used revokes every token of that login.
+        Send the refresh token as the bearer token. Each refresh token works once. The one
+        used last, sent again within JWT_REFRESH_REUSE_GRACE_SECONDS (a retry, or two tabs
+        refreshing at once), gets a 401 and changes nothing: keep the tokens its first use
+        returned. Any older one, or that one later, revokes every token of the login.
         """
         family = locked_current_family()
         if family is None or family.is_revoked:
             # Revoked (or pruned) after the token was checked: answered as any revoked token.
             raise RevokedTokenError(get_jwt_header(), get_jwt())
+        if presented_refresh_token_was_just_used(family):
+            audit("access_denied", f"refresh token of token family {family.id} sent again")
+            abort(401, message=REFRESH_JUST_USED, headers=BEARER_CHALLENGE)
         if not presented_refresh_token_is_current(family):
             family.revoke()
             keep_changes_despite_failure()
@@ -130,6 +139,16 @@ class Logout(MethodView):
         """Revoke this access token and every token of the same login."""
         current_family().revoke()
         audit("logout", f"token family {get_jwt()['fam']} revoked")
+
+
+@blp.route("/logout/all")
+class LogoutEverywhere(MethodView):
+    @login_required
+    @blp.response(204)
+    def post(self):
+        """Revoke every token of every login you have, this one included."""
+        ended = current_user.revoke_tokens()
+        audit("logout_all", f"user {current_user.id}: token families revoked: {ended}")
 
 
 @blp.route("/me")

@@ -1,5 +1,6 @@
 """Issuing, rotating and revoking tokens, one family per login (see models.TokenFamily)."""
 
+from datetime import timedelta
 from uuid import uuid4
 
 from flask import current_app
@@ -12,7 +13,7 @@ from devlab.models import TokenFamily, User, utcnow
 
 def start_family(user: User) -> dict:
     """Tokens for a fresh login, in a new family."""
-    family = TokenFamily(id=str(uuid4()), user_id=user.id)
+    family = TokenFamily(id=str(uuid4()), user_id=user.id, created_at=utcnow())
     db.session.add(family)
     return hand_on(user, family)
 
@@ -20,19 +21,28 @@ def start_family(user: User) -> dict:
 def hand_on(user: User, family: TokenFamily) -> dict:
     """New access and refresh tokens in `family`; only the new refresh token works after this.
 
-    The result is the body TokenSchema describes.
+    No token lives past the login's JWT_SESSION_MAX_DAYS, so refreshing cannot keep a session
+    alive forever. The result is the body TokenSchema describes.
     """
     config = current_app.config
-    access_lifetime = config["JWT_ACCESS_TOKEN_EXPIRES"]
-    refresh_lifetime = config["JWT_REFRESH_TOKEN_EXPIRES"]
+    now = utcnow()
+    left_of_session = family.created_at + config["JWT_SESSION_MAX"] - now
+    access_lifetime = min(config["JWT_ACCESS_TOKEN_EXPIRES"], left_of_session)
+    refresh_lifetime = min(config["JWT_REFRESH_TOKEN_EXPIRES"], left_of_session)
+    if family.refresh_jti is not None:
+        family.previous_refresh_jti, family.rotated_at = family.refresh_jti, now
     family.refresh_jti = str(uuid4())
-    family.expires_at = utcnow() + max(access_lifetime, refresh_lifetime)
+    family.expires_at = now + max(access_lifetime, refresh_lifetime)
     identity = str(user.id)
     access_token = create_access_token(
-        identity=identity, additional_claims={"is_admin": user.is_admin, "fam": family.id}
+        identity=identity,
+        additional_claims={"is_admin": user.is_admin, "fam": family.id},
+        expires_delta=access_lifetime,
     )
     refresh_token = create_refresh_token(
-        identity=identity, additional_claims={"fam": family.id, "jti": family.refresh_jti}
+        identity=identity,
+        additional_claims={"fam": family.id, "jti": family.refresh_jti},
+        expires_delta=refresh_lifetime,
     )
     return {
         "access_token": access_token,
@@ -65,15 +75,25 @@ def presented_refresh_token_is_current(family: TokenFamily) -> bool:
     return get_jwt()["jti"] == family.refresh_jti
 
 
-def family_is_live(jwt_data: dict) -> bool:
-    """Whether a decoded token belongs to a family that exists, is its user's and is not revoked."""
-    family_id = jwt_data.get("fam")
-    if not isinstance(family_id, str):
+def presented_refresh_token_was_just_used(family: TokenFamily) -> bool:
+    """Whether this request's refresh token is the one `family` handed on last, within
+    JWT_REFRESH_REUSE_GRACE_SECONDS: a client that retried, or refreshed twice at once."""
+    if family.rotated_at is None or get_jwt()["jti"] != family.previous_refresh_jti:
         return False
-    family = db.session.get(TokenFamily, family_id)
-    return (
-        family is not None and not family.is_revoked and str(family.user_id) == jwt_data.get("sub")
-    )
+    grace = timedelta(seconds=current_app.config["JWT_REFRESH_REUSE_GRACE_SECONDS"])
+    return utcnow() - family.rotated_at <= grace
+
+
+def family_of(jwt_data: dict) -> TokenFamily | None:
+    """The family a decoded token names, if it exists and is the token's user's (revoked or not).
+
+    Called twice per request (revocation, then verification): the second read is the session's
+    identity map, not a query.
+    """
+    family = db.session.get(TokenFamily, jwt_data["fam"])
+    if family is None or str(family.user_id) != jwt_data["sub"]:
+        return None
+    return family
 
 
 def prune_expired_families() -> int:

@@ -5,6 +5,7 @@ from sqlalchemy import select
 from devlab.audit.trail import audit
 from devlab.auth.access import login_required
 from devlab.blueprint import Blueprint, row_id
+from devlab.errors import NOT_FOUND
 from devlab.extensions import db
 from devlab.models import Note
 from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
@@ -22,7 +23,7 @@ def own_note_or_404(note_id: int, *, for_update: bool = False) -> Note:
     statement = select(Note).where(Note.id == note_id, Note.owner_id == current_user.id)
     if for_update:
         statement = statement.with_for_update()
-    return db.one_or_404(statement, description="Note not found.")
+    return db.one_or_404(statement, description=NOT_FOUND)
 
 
 @blp.route("")
