@@ -299,7 +299,9 @@ class Config:
             "description": (
                 "Sign up, log in for a bearer token, keep your own notes. "
                 "Administrators manage users and read the audit trail. "
-                "Use **Authorize** with your username and password (or paste a token)."
+                "Use **Authorize** with your username and password (or paste a token). "
+                "Where an operation takes query parameters or a body, any parameter or field "
+                "it does not list is refused with 422."
             )
         },
         "components": {

@@ -1,10 +1,12 @@
 """The Blueprint every DevLab feature uses: flask-smorest's, with a stricter arguments parser."""
 
 import json
+import re
 
 import flask_smorest
+from flask_smorest import abort
 from flask_smorest.error_handler import ErrorSchema
-from marshmallow import ValidationError
+from marshmallow import RAISE, ValidationError
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
@@ -12,6 +14,17 @@ from devlab.errors import BODY_TOO_LARGE
 
 BODY_LOCATIONS = ("json", "form", "json_or_form")
 UNREADABLE_BODY = "The request body is not readable: malformed JSON, or broken chunked encoding."
+NOT_FORM_DATA = (
+    "The body is not form data (name=value pairs joined by '&'): send JSON with "
+    "Content-Type: application/json, or a real form."
+)
+# A field name an error may repeat: a name like this was typed as a name. Anything else (a JSON
+# text sent as a form, a password pasted into a key) is reported without it.
+REPEATABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+UNNAMED_FIELDS = "_unnamed"
+UNNAMED_FIELD_MESSAGE = (
+    "Unknown field; its name is not shown, as it is no identifier of at most 64 characters."
+)
 
 
 class ArgumentsParser(FlaskParser):
@@ -21,7 +34,19 @@ class ArgumentsParser(FlaskParser):
     400s, while nesting deeper than the recursion limit raises RecursionError, and an integer of
     more than 4,300 digits ValueError, both 500s. A query parameter given twice is a 422 unless
     its field takes a list: `?page=2&page=1` is no integer, and webargs would take the first.
+    Unknown query parameters are a 422, as unknown body fields are (webargs ignores them).
+
+    Error bodies never repeat a value the client sent, and only field names that look like
+    names. A urlencoded body that is not `name=value` pairs is a 400 saying to send JSON: such a
+    body, a JSON text sent with the wrong content type, would otherwise become one field
+    named after the whole text, password included.
     """
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": RAISE,
+        "querystring": RAISE,
+    }
 
     def _raw_load_json(self, req):
         if not is_json_request(req):
@@ -33,6 +58,26 @@ class ArgumentsParser(FlaskParser):
         except (RecursionError, ValueError) as error:
             return self._handle_invalid_json_error(error, req)
 
+    def load_form(self, req, schema):
+        if req.mimetype == "application/x-www-form-urlencoded":
+            body = req.get_data(cache=True)
+            if not all(b"=" in pair for pair in body.split(b"&") if pair):
+                abort(400, message=NOT_FORM_DATA)
+        return super().load_form(req, schema)
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+        messages = {
+            location: _without_unrepeatable_names(fields) if isinstance(fields, dict) else fields
+            for location, fields in error.messages.items()
+        }
+        super().handle_error(
+            ValidationError(messages),
+            req,
+            schema,
+            error_status_code=error_status_code,
+            error_headers=error_headers,
+        )
+
     def load_querystring(self, req, schema):
         arguments = super().load_querystring(req, schema)
         single = {field.data_key or name for name, field in schema.fields.items()}
@@ -41,6 +86,13 @@ class ArgumentsParser(FlaskParser):
         if repeated:
             raise ValidationError({name: ["Give this parameter only once."] for name in repeated})
         return arguments
+
+
+def _without_unrepeatable_names(fields: dict) -> dict:
+    kept = {name: errors for name, errors in fields.items() if REPEATABLE_NAME.fullmatch(name)}
+    if len(kept) < len(fields):
+        kept[UNNAMED_FIELDS] = [UNNAMED_FIELD_MESSAGE]
+    return kept
 
 
 def row_id(name: str) -> str:

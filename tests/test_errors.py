@@ -303,3 +303,77 @@ def test_every_404_says_the_same_whether_or_not_a_route_matched(client, accounts
     ]
 
     assert {(r.status_code, r.get_json()["message"]) for r in answers} == {(404, "Not found.")}
+
+
+@pytest.mark.parametrize(
+    "query", ["PAGE=1", "page=1&pagesize=5", "page=1&x=", "sort=newest", "page%00=1"]
+)
+def test_unknown_query_parameters_answer_422_like_unknown_body_fields(client, accounts, query):
+    headers = accounts.admin_headers("root")
+
+    for path in ("/notes", "/admin/users", "/audit/logs"):
+        body = assert_json_error(client.get(f"{path}?{query}", headers=headers), 422)
+        assert "query" in body["errors"]
+
+
+def test_known_query_parameters_still_work(client, accounts):
+    response = client.get("/notes?page=1&page_size=5", headers=accounts.headers("alice"))
+
+    assert response.status_code == 200
+
+
+def test_the_openapi_document_says_unknown_parameters_are_refused(client):
+    description = client.get("/openapi.json").get_json()["info"]["description"]
+
+    assert "does not list is refused with 422" in description
+
+
+SECRET = "hunter2-Secret-Canary"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"username": "alice", "password": SECRET}),
+        json.dumps([SECRET]),
+        SECRET,
+        f"{SECRET}&username=alice",
+    ],
+    ids=["json-object", "json-list", "bare-word", "word-then-pair"],
+)
+def test_a_form_body_that_is_not_form_data_is_a_400_that_says_send_json(client, body):
+    response = client.post("/login", data=body, content_type="application/x-www-form-urlencoded")
+
+    body = assert_json_error(response, 400)
+    assert "send JSON" in body["message"]
+    assert SECRET not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", f'{{"username": "a", "password": "x={SECRET}"}}'),
+        ("application/x-www-form-urlencoded", f"username=a&password=b&{SECRET}%20x=1"),
+        ("application/x-www-form-urlencoded", f"username=a&password=b&{'k' * 65}{SECRET}=1"),
+        ("application/json", json.dumps({"username": "a", "password": "b", f"{SECRET}!": 1})),
+        ("application/json", json.dumps({"username": "a", "password": "b", SECRET * 4: 1})),
+    ],
+    ids=["json-with-equals-sign", "space-in-name", "long-name", "json-punctuation", "json-long"],
+)
+def test_an_unknown_field_whose_name_is_no_identifier_is_reported_without_it(
+    client, content_type, body
+):
+    response = client.post("/login", data=body, content_type=content_type)
+
+    errors = assert_json_error(response, 422)["errors"]
+    [fields] = errors.values()
+    assert "_unnamed" in fields
+    assert SECRET not in response.get_data(as_text=True)
+
+
+def test_an_unknown_field_with_an_ordinary_name_is_still_named(client):
+    response = client.post("/login", json={"username": "a", "password": "b", "remember_me": 1})
+
+    assert assert_json_error(response, 422)["errors"] == {
+        "json_or_form": {"remember_me": ["Unknown field."]}
+    }
