@@ -8,11 +8,16 @@ A failed check costs one argon2id verification at the configured costs whatever 
 hash is (even none, for an unknown username), so that timing tells nobody which accounts
 exist. The exceptions are hashes not upgraded yet: a bcrypt hash costs a bcrypt check, and an
 argon2 hash with other costs a verification at those costs.
+
+New passwords must not be among the 10,000 most common (devlab/data/common-passwords.txt, from
+zxcvbn; COMMON-PASSWORDS-SOURCE.txt there names the source and its licence), in any case.
 """
 
 import base64
 import secrets
 from contextlib import suppress
+from functools import cache
+from pathlib import Path
 
 import bcrypt
 from argon2 import PasswordHasher, Type, extract_parameters
@@ -23,6 +28,19 @@ from flask import current_app
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX_BYTES = 72
 ARGON2ID_PREFIX = "$argon2id$"
+
+
+COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt"
+
+
+@cache
+def _common_passwords() -> frozenset[str]:
+    return frozenset(COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").split())
+
+
+def is_common(password: str) -> bool:
+    """Whether `password` is one of the 10,000 most common passwords, in any case."""
+    return password.lower() in _common_passwords()
 
 
 def _hasher() -> PasswordHasher:

@@ -7,7 +7,7 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from sqlalchemy import text
 
 from config import OWASP_ARGON2ID_MINIMUMS, ConfigError
-from devlab import create_app
+from devlab import create_app, passwords
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_SETTINGS
 
@@ -321,3 +321,50 @@ def test_less_than_8_kib_per_argon2_lane_is_refused_everywhere(environment):
 
     with pytest.raises(ConfigError, match="ARGON2_PARALLELISM"):
         create_app(settings)
+
+
+COMMON = ["password", "12345678", "PASSWORD", "Baseball", "iLoveYou", "TRUSTNO1", "qwertyuiop"]
+
+
+@pytest.mark.parametrize("common", COMMON)
+def test_signup_refuses_a_common_password_in_any_case_and_says_why(client, audit_rows, common):
+    response = client.post(
+        "/signup", json={"username": "alice", "email": "alice@example.com", "password": common}
+    )
+
+    assert response.status_code == 422
+    [message] = response.get_json()["errors"]["json"]["password"]
+    assert "10,000 most common passwords" in message
+    assert audit_rows("signup") == []
+
+
+@pytest.mark.parametrize("common", COMMON)
+def test_a_password_change_refuses_a_common_password(client, accounts, common):
+    headers = accounts.headers("alice")
+
+    response = client.post(
+        "/me/password", json={"current_password": PASSWORD, "new_password": common}, headers=headers
+    )
+
+    assert response.status_code == 422
+    assert "most common" in response.get_json()["errors"]["json"]["new_password"][0]
+    assert login(client, "alice", PASSWORD).status_code == 200
+
+
+@pytest.mark.parametrize("uncommon", ["password-of-mine-7", "12345678x9", PASSWORD])
+def test_passwords_beyond_the_list_are_accepted(client, uncommon):
+    response = client.post(
+        "/signup", json={"username": "alice", "email": "alice@example.com", "password": uncommon}
+    )
+
+    assert response.status_code == 201
+
+
+def test_the_bundled_list_holds_ten_thousand_passwords_with_its_source_named():
+    listed = passwords.COMMON_PASSWORDS_FILE.read_text().split("\n")[:-1]
+    source = (passwords.COMMON_PASSWORDS_FILE.parent / "COMMON-PASSWORDS-SOURCE.txt").read_text()
+
+    assert len(listed) == len(set(listed)) == 10_000
+    assert listed[:3] == ["123456", "password", "12345678"]
+    assert "zxcvbn" in source
+    assert "MIT License" in source

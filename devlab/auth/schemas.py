@@ -1,9 +1,10 @@
 import re
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from devlab.fields import Pattern, SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
+from devlab.passwords import is_common
 
 USERNAME_MIN = 3
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -32,13 +33,26 @@ class UserSchema(Schema):
     created_at = fields.DateTime(dump_only=True)
 
 
+TOO_COMMON = (
+    "This is one of the 10,000 most common passwords, which attackers try first; choose another."
+)
+
+
+def not_common(password: str) -> None:
+    if is_common(password):
+        raise ValidationError(TOO_COMMON)
+
+
 def password_field() -> SafeString:
-    """A new password: any characters, 8 to 1024 of them."""
+    """A new password: any characters, 8 to 1024 of them, and not a common password."""
     return SafeString(
         required=True,
         load_only=True,
-        validate=validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX),
-        metadata={"description": f"{PASSWORD_MIN} to {PASSWORD_MAX} characters of any kind."},
+        validate=[validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX), not_common],
+        metadata={
+            "description": f"{PASSWORD_MIN} to {PASSWORD_MAX} characters of any kind; not one "
+            "of the 10,000 most common passwords (in any case)."
+        },
     )
 
 
