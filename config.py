@@ -29,6 +29,8 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | RATELIMIT_SIGNUP         | 10 per minute           | signups per client address                |
 | RATELIMIT_REFRESH        | 10 per minute           | token refreshes per client address        |
 | RATELIMIT_PASSWORD       | 10 per minute           | password changes per client address       |
+| RATELIMIT_PASSWORD_FAILURES | 5 per 15 minutes     | wrong current passwords per account       |
+| RATELIMIT_NOTES_WRITE    | 120 per minute          | note creations and changes per user       |
 
 In production the argon2id costs must reach one of OWASP's minimum settings (see
 `OWASP_ARGON2ID_MINIMUMS`); development and the tests may use cheaper ones.
@@ -75,6 +77,8 @@ RATE_LIMIT_SETTINGS = (
     "RATELIMIT_SIGNUP",
     "RATELIMIT_REFRESH",
     "RATELIMIT_PASSWORD",
+    "RATELIMIT_PASSWORD_FAILURES",
+    "RATELIMIT_NOTES_WRITE",
 )
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
 DEV_KEY_FILENAME = "jwt-secret"
@@ -273,7 +277,7 @@ class Config:
     ARGON2_PARALLELISM = _int_from_env("ARGON2_PARALLELISM", 4, minimum=1)
 
     # Flask-Limiter reads RATELIMIT_ENABLED, RATELIMIT_STORAGE_URI and RATELIMIT_STORAGE_OPTIONS;
-    # devlab/ratelimit.py reads the limits themselves.
+    # devlab/ratelimit.py reads the limits themselves, and the same storage settings.
     RATELIMIT_ENABLED = _bool_from_env("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
     # A Redis that stops answering must not hold requests up: give up after a second (and
@@ -284,6 +288,10 @@ class Config:
     RATELIMIT_SIGNUP = os.environ.get("RATELIMIT_SIGNUP") or "10 per minute"
     RATELIMIT_REFRESH = os.environ.get("RATELIMIT_REFRESH") or "10 per minute"
     RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD") or "10 per minute"
+    RATELIMIT_PASSWORD_FAILURES = (
+        os.environ.get("RATELIMIT_PASSWORD_FAILURES") or "5 per 15 minutes"
+    )
+    RATELIMIT_NOTES_WRITE = os.environ.get("RATELIMIT_NOTES_WRITE") or "120 per minute"
 
     MAX_CONTENT_LENGTH = 1024 * 1024
 

@@ -32,20 +32,30 @@ def init_app(app: Flask) -> None:
         extensions.set_wait_callback(wait_with_deadline)
 
 
-@event.listens_for(Engine, "connect")
-def _give_up_on_locks_first(dbapi_connection, connection_record) -> None:
+LOCK_TIMEOUT_SET = "devlab.lock_timeout_ms"
+
+
+@event.listens_for(Engine, "checkout")
+def _give_up_on_locks_first(dbapi_connection, connection_record, _connection_proxy) -> None:
     """Make PostgreSQL itself end a wait for a row lock before our deadline would.
 
     A request queued behind another's lock (two changes to one note, two refreshes of one
     login) then gets a clean "lock not available" error, answered 503 as busy, instead of a
     dropped connection reported as an outage. CLI commands (migrations) keep waiting.
+
+    Set when a connection is checked out for other work than it last did, which in a server is
+    once per connection: a pooled connection a CLI command opened (the tests do that) must not
+    serve a request without the timeout, nor a request's connection a migration with it.
     """
-    if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not _app_work():
+    if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not has_app_context():
         return
-    lock_timeout_ms = current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750
+    wanted_ms = int(current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750) if _app_work() else 0
+    if connection_record.info.get(LOCK_TIMEOUT_SET) == wanted_ms:
+        return
     with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+        cursor.execute(f"SET lock_timeout = {wanted_ms}")
     dbapi_connection.commit()
+    connection_record.info[LOCK_TIMEOUT_SET] = wanted_ms
 
 
 def wait_with_deadline(connection) -> None:

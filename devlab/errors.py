@@ -8,6 +8,7 @@ from http import HTTPStatus
 
 from flask import Flask, current_app, jsonify
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolExhausted
 from werkzeug.exceptions import HTTPException
 
 from devlab.extensions import db
@@ -41,6 +42,9 @@ def database_error_response(error: SQLAlchemyError):
     db.session.rollback()
     if isinstance(error, IntegrityError):
         return error_response(409, conflict_message(error))
+    if isinstance(error, PoolExhausted):  # every pooled connection stayed busy for pool_timeout
+        current_app.logger.warning("Database connection pool exhausted")
+        return error_response(503, DATABASE_BUSY, headers={"Retry-After": "1"})
     if isinstance(error, OperationalError):
         if getattr(error.orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
             return error_response(503, DATABASE_BUSY, headers={"Retry-After": "1"})

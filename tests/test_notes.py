@@ -6,6 +6,9 @@ from datetime import datetime
 
 import pytest
 
+from devlab import create_app
+from devlab.extensions import db
+from tests.conftest import TEST_SETTINGS
 from tests.locks import holding_lock
 
 NOTE_FIELDS = {"id", "text", "created_at", "updated_at", "owner_id"}
@@ -487,3 +490,47 @@ def test_a_change_queued_too_long_behind_another_answers_503_busy(app, client, a
     assert waited < app.config["DATABASE_TIMEOUT_SECONDS"]  # the lock timeout, not the deadline
     again = client.patch(f"/notes/{note['id']}", json={"text": "queued"}, headers=headers)
     assert again.status_code == 200
+
+
+def test_a_connection_first_used_by_a_cli_command_still_gives_up_on_locks_in_requests(
+    app, accounts
+):
+    """One pooled connection, opened by a CLI command (which may wait for locks as long as it
+    needs), then used by a request: the request still gets the lock timeout, a 503 busy."""
+    one_connection = TEST_SETTINGS | {
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 1, "max_overflow": 0, "pool_pre_ping": True}
+    }
+    small = create_app(one_connection)
+    client = small.test_client()
+    headers = accounts.headers("alice")
+    note = write_note(client, headers)
+    with small.app_context():
+        db.engine.dispose()  # the next connection is opened by the command
+    assert small.test_cli_runner().invoke(args=["prune-revocations"]).exit_code == 0
+
+    # The lock is held through the session app's own pool.
+    with holding_lock(app, "SELECT id FROM notes WHERE id = :id FOR UPDATE", id=note["id"]):
+        response = client.patch(f"/notes/{note['id']}", json={"text": "queued"}, headers=headers)
+
+    assert response.status_code == 503
+    assert response.get_json()["message"].startswith("Another change to the same data")
+    with small.app_context():
+        db.engine.dispose()
+
+
+def test_a_request_that_finds_every_pooled_connection_busy_answers_503_not_500(accounts):
+    one_connection = TEST_SETTINGS | {
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}
+    }
+    small = create_app(one_connection)
+    client = small.test_client()
+    headers = accounts.headers("alice")
+
+    with holding_lock(small, "SELECT 1"):  # takes the pool's only connection
+        response = client.get("/notes", headers=headers)
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert client.get("/notes", headers=headers).status_code == 200
+    with small.app_context():
+        db.engine.dispose()

@@ -4,10 +4,13 @@ The session app runs with limits off; each test here makes an app of its own wit
 """
 
 import ipaddress
+import itertools
 import json
+import threading
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ import redis
 
 from config import Config, ConfigError
 from devlab import create_app
+from devlab.audit.trail import pseudonym
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS
 from tests.servers import free_port, gunicorn_serving
@@ -232,26 +236,40 @@ def test_password_changes_over_the_address_limit_answer_429_and_change_nothing(
 
 
 @pytest.mark.parametrize(
-    ("settings", "detail"),
+    ("settings", "username", "detail"),
     [
-        ({"RATELIMIT_LOGIN": "1 per minute"}, "login limit (1 per 1 minute) for 127.0.0.1"),
+        (
+            {"RATELIMIT_LOGIN": "1 per minute"},
+            "mallory",
+            "login limit (1 per 1 minute) for 127.0.0.1",
+        ),
         (
             {"RATELIMIT_LOGIN_FAILURES": "1 per 15 minutes"},
-            "login-failures limit (1 per 15 minute) for mallory",
+            "alice",
+            "login-failures limit (1 per 15 minute) for Alice",
+        ),
+        (
+            {"RATELIMIT_LOGIN_FAILURES": "1 per 15 minutes"},
+            "mallory",
+            "login-failures limit (1 per 15 minute) for unknown username {pseudonym}",
         ),
     ],
+    ids=["per-address", "failures-of-an-account", "failures-of-no-account"],
 )
 def test_a_limited_request_leaves_an_audit_row_naming_the_limit(
-    limited, audit_rows, settings, detail
+    limited, accounts, audit_rows, settings, username, detail
 ):
-    client = limited(**settings).test_client()
-    login(client, "mallory", WRONG_PASSWORD)
+    limited_app = limited(**settings)
+    client = limited_app.test_client()
+    accounts.signup("alice")
+    login(client, username, WRONG_PASSWORD)
 
-    response = login(client, "Mallory", WRONG_PASSWORD)
+    response = login(client, username.capitalize(), WRONG_PASSWORD)
 
     assert response.status_code == 429
     (row,) = audit_rows("rate_limited")
-    assert row.detail == detail
+    with limited_app.app_context():
+        assert row.detail == detail.format(pseudonym=pseudonym(username))
     assert (row.user_id, row.ip, row.method, row.path, row.status_code) == (
         None,
         "127.0.0.1",
@@ -259,7 +277,7 @@ def test_a_limited_request_leaves_an_audit_row_naming_the_limit(
         "/login",
         429,
     )
-    # The limited request never reached the view, so it tried no password.
+    # The limited request tried no password.
     assert len(audit_rows("login_failed")) == 1
 
 
@@ -315,7 +333,7 @@ def test_limited_routes_document_429_with_retry_after(client, path):
 # --- Redis ---------------------------------------------------------------------------------
 
 
-def test_counts_live_in_redis_when_a_storage_uri_is_set(limited, accounts, redis_client):
+def test_counts_live_in_redis_when_a_storage_uri_is_set(app, limited, accounts, redis_client):
     prefix = f"devlab-test-{uuid.uuid4().hex}"
     limited_app = limited(
         RATELIMIT_STORAGE_URI=TEST_REDIS_URL,
@@ -334,9 +352,11 @@ def test_counts_live_in_redis_when_a_storage_uri_is_set(limited, accounts, redis
         forget(redis_client, prefix)
     assert allowed == [401, 401]
     assert response.status_code == 429
+    with app.app_context():
+        alice = pseudonym("alice")
     assert keys == {
         f"{prefix}:LIMITER/127.0.0.1/login/2/1/minute",
-        f"{prefix}:LIMITER/alice/login-failures/5/15/minute",
+        f"{prefix}:login-failures/5/900/{alice}",  # no username in Redis, only its pseudonym
     }
 
 
@@ -369,10 +389,15 @@ def serving(log: Path, **settings: str):
     ],
     ids=["per-address", "failures-per-username"],
 )
-def test_two_servers_on_one_redis_share_one_limit(tmp_path, redis_client, settings):
+def test_two_servers_on_one_redis_share_one_limit(app, tmp_path, redis_client, settings):
     address, username = unique_address(), f"nobody-{uuid.uuid4().hex}"
     attempt = {"username": username, "password": WRONG_PASSWORD}
-    shared = settings | {"RATELIMIT_STORAGE_URI": TEST_REDIS_URL, "TRUSTED_PROXY_HOPS": "1"}
+    # Replicas share their JWT key (each must verify the others' tokens), hence pseudonyms.
+    shared = settings | {
+        "RATELIMIT_STORAGE_URI": TEST_REDIS_URL,
+        "TRUSTED_PROXY_HOPS": "1",
+        "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
+    }
     try:
         with (
             serving(tmp_path / "a.log", **shared) as one,
@@ -382,7 +407,8 @@ def test_two_servers_on_one_redis_share_one_limit(tmp_path, redis_client, settin
 
             over = [post(base, "/login", attempt, address)[0] for base in (one, other)]
     finally:
-        forget(redis_client, address, username)
+        with app.app_context():
+            forget(redis_client, address, pseudonym(username))
 
     assert split == [401] * 4
     assert over == [429, 429]
@@ -411,3 +437,260 @@ def test_an_unreachable_redis_is_logged_once_and_requests_are_still_served(tmp_p
     assert len(warnings) == 1, written
     assert "WARNING" in warnings[0]
     assert "Traceback" not in written
+
+
+# --- limits a client cannot switch off or outrun (budgets reserved before the work) -------
+
+ODD_JSON_VALUES = [
+    "\ud800",  # a lone surrogate, which no Redis key can hold
+    "\udfff\ud800",
+    "nul\x00",
+    "x" * 10_240,
+    "",
+    42,
+    -1.5,
+    True,
+    None,
+    ["alice"],
+    {"name": "alice"},
+]
+
+
+@pytest.fixture
+def redis_limited(limited, redis_client):
+    """Make apps that count in Redis under a prefix of their own; delete its keys after."""
+    prefixes = []
+
+    def make(**settings):
+        prefix = f"devlab-test-{uuid.uuid4().hex}"
+        prefixes.append(prefix)
+        options = Config.RATELIMIT_STORAGE_OPTIONS | {"key_prefix": prefix}
+        return limited(
+            RATELIMIT_STORAGE_URI=TEST_REDIS_URL, RATELIMIT_STORAGE_OPTIONS=options, **settings
+        )
+
+    yield make
+    forget(redis_client, *prefixes)
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_no_odd_value_in_a_login_body_unlocks_a_locked_account(
+    redis_limited, accounts, caplog, field
+):
+    client = redis_limited(RATELIMIT_LOGIN_FAILURES="3 per 15 minutes").test_client()
+    accounts.signup("alice")
+    failures = [login(client, password=WRONG_PASSWORD).status_code for _ in range(3)]
+    assert failures == [401, 401, 401]
+
+    answers = []
+    for value in ODD_JSON_VALUES:
+        body = {"username": "alice", "password": PASSWORD} | {field: value}
+        odd = client.post("/login", data=json.dumps(body), content_type="application/json")
+        answers.append(odd.status_code)
+        # Between the odd ones, the right password is still locked out, and so is a guess.
+        assert login(client).status_code == 429
+        assert login(client, password=WRONG_PASSWORD).status_code == 429
+
+    assert set(answers) <= {422, 429}
+    logged = [record.getMessage() for record in caplog.records]
+    assert not [line for line in logged if "storage unreachable" in line], logged
+
+
+def test_a_lone_surrogate_username_is_a_422_and_counts_nothing_per_username(
+    redis_limited, redis_client
+):
+    limited_app = redis_limited()
+    client = limited_app.test_client()
+
+    response = client.post(
+        "/login", data='{"username": "\\ud800", "password": "x"}', content_type="application/json"
+    )
+
+    assert response.status_code == 422
+    prefix = limited_app.config["RATELIMIT_STORAGE_OPTIONS"]["key_prefix"]
+    assert not list(redis_client.scan_iter(match=f"{prefix}:login-failures*"))
+
+
+def test_an_unreachable_redis_falls_back_for_failed_logins_too(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    credentials = {"username": "alice", "password": PASSWORD}
+    wrong = credentials | {"password": WRONG_PASSWORD}
+    with serving(
+        log,
+        RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}/0",
+        RATELIMIT_LOGIN_FAILURES="2 per 15 minutes",
+    ) as base:
+        post(base, "/signup", credentials | {"email": "alice@example.com"})
+        served = [post(base, "/login", wrong)[0] for _ in range(2)]
+
+        over = post(base, "/login", credentials)[0]
+
+    assert served == [401, 401]
+    assert over == 429
+    written = log.read_text()
+    assert written.count("rate limit storage unreachable") == 1, written
+    assert "Traceback" not in written
+
+
+def concurrent_logins(base: str, attempts: list[dict]) -> list[int]:
+    """Send every attempt at once, each from an address of its own."""
+    ready = threading.Barrier(len(attempts))
+
+    def send(attempt):
+        ready.wait(timeout=30)
+        return post(base, "/login", attempt, unique_address())[0]
+
+    with ThreadPoolExecutor(max_workers=len(attempts)) as pool:
+        return list(pool.map(send, attempts))
+
+
+@pytest.mark.parametrize("burst", [20, 50])
+def test_a_burst_of_wrong_passwords_checks_no_more_than_the_limit(
+    app, tmp_path, redis_client, audit_rows, burst
+):
+    username = f"victim-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "RATELIMIT_STORAGE_URI": TEST_REDIS_URL,
+        "TRUSTED_PROXY_HOPS": "1",
+        "RATELIMIT_LOGIN": "1000 per minute",
+        "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
+    }
+    try:
+        with gunicorn_serving(tmp_path / "server.log", **settings) as base:
+            account = {"username": username, "email": f"{username}@example.com"}
+            assert post(base, "/signup", account | {"password": PASSWORD})[0] == 201
+            guesses = [{"username": username, "password": f"guess {n}"} for n in range(burst)]
+
+            statuses = concurrent_logins(base, guesses)
+    finally:
+        with app.app_context():
+            forget(redis_client, pseudonym(username))
+
+    assert statuses.count(401) == 5, statuses  # RATELIMIT_LOGIN_FAILURES: 5 per 15 minutes
+    assert statuses.count(429) == burst - 5
+    assert len(audit_rows("login_failed")) == 5
+
+
+def test_the_right_password_in_a_burst_of_wrong_ones_is_one_of_the_limited_checks(
+    app, tmp_path, redis_client, burst=50
+):
+    username = f"victim-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "RATELIMIT_STORAGE_URI": TEST_REDIS_URL,
+        "TRUSTED_PROXY_HOPS": "1",
+        "RATELIMIT_LOGIN": "1000 per minute",
+        "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
+    }
+    try:
+        with gunicorn_serving(tmp_path / "server.log", **settings) as base:
+            account = {"username": username, "email": f"{username}@example.com"}
+            assert post(base, "/signup", account | {"password": PASSWORD})[0] == 201
+            attempts = [{"username": username, "password": f"guess {n}"} for n in range(burst)]
+            attempts[burst // 2] = {"username": username, "password": PASSWORD}
+
+            statuses = concurrent_logins(base, attempts)
+    finally:
+        with app.app_context():
+            forget(redis_client, pseudonym(username))
+
+    checked = statuses.count(401) + statuses.count(200)
+    assert checked <= 5, statuses
+    assert statuses.count(429) == burst - checked
+
+
+def test_a_successful_login_gives_its_reserved_slot_back(redis_limited, accounts):
+    client = redis_limited(
+        RATELIMIT_LOGIN_FAILURES="2 per 15 minutes", RATELIMIT_LOGIN="100 per minute"
+    ).test_client()
+    accounts.signup("alice")
+
+    answers = [login(client).status_code for _ in range(10)]
+    answers += [login(client, password=WRONG_PASSWORD).status_code for _ in range(3)]
+
+    assert answers == [200] * 10 + [401, 401, 429]
+
+
+def change_password(client, headers, current: str, address: str):
+    return client.post(
+        "/me/password",
+        json={"current_password": current, "new_password": "a brand new passphrase"},
+        headers=headers,
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def test_wrong_current_passwords_are_limited_per_account_from_any_address(
+    redis_limited, accounts, audit_rows
+):
+    client = redis_limited(RATELIMIT_PASSWORD="100 per minute").test_client()
+    alice = accounts.signup("alice")
+    accounts.signup("bob")
+    headers = bearer(login(client).get_json()["access_token"])
+    bobs_headers = bearer(login(client, "bob").get_json()["access_token"])
+    addresses = [f"203.0.113.{n}" for n in range(1, 8)]
+
+    guesses = [change_password(client, headers, WRONG_PASSWORD, a).status_code for a in addresses]
+
+    assert guesses == [401] * 5 + [429] * 2  # RATELIMIT_PASSWORD_FAILURES: 5 per 15 minutes
+    assert change_password(client, headers, PASSWORD, "203.0.113.99").status_code == 429
+    assert login(client).status_code == 200  # the password did not change
+    assert change_password(client, bobs_headers, PASSWORD, "203.0.113.1").status_code == 204
+    row = audit_rows("rate_limited")[0]
+    assert row.detail == f"password-failures limit (5 per 15 minute) for user {alice['id']}"
+
+
+def test_right_current_passwords_do_not_count_as_failures(redis_limited, accounts):
+    client = redis_limited(RATELIMIT_PASSWORD_FAILURES="1 per 15 minutes").test_client()
+    accounts.signup("alice")
+    headers = bearer(login(client).get_json()["access_token"])
+    passwords = [PASSWORD, "a brand new passphrase"] * 3
+
+    for current, new in itertools.pairwise(passwords):
+        response = client.post(
+            "/me/password", json={"current_password": current, "new_password": new}, headers=headers
+        )
+        assert response.status_code == 204
+
+
+def test_note_writes_are_limited_per_user(redis_limited, accounts, audit_rows):
+    client = redis_limited(RATELIMIT_NOTES_WRITE="3 per minute").test_client()
+    alice = accounts.signup("alice")
+    accounts.signup("bob")
+    alices = bearer(login(client).get_json()["access_token"])
+    bobs = bearer(login(client, "bob").get_json()["access_token"])
+    note = client.post("/notes", json={"text": "one"}, headers=alices).get_json()
+
+    writes = [
+        client.patch(f"/notes/{note['id']}", json={"text": "two"}, headers=alices).status_code,
+        client.post("/notes", json={"text": "three"}, headers=alices).status_code,
+        client.post("/notes", json={"text": "four"}, headers=alices).status_code,
+        client.patch(f"/notes/{note['id']}", json={"text": "five"}, headers=alices).status_code,
+    ]
+
+    assert writes == [200, 201, 429, 429]
+    response = client.post("/notes", json={"text": "x"}, headers=alices)
+    assert int(response.headers["Retry-After"]) <= 60
+    assert response.get_json()["message"].startswith("Too many note writes")
+    assert client.get("/notes", headers=alices).get_json()["total"] == 2  # reads are not limited
+    assert client.post("/notes", json={"text": "bob's"}, headers=bobs).status_code == 201
+    row = audit_rows("rate_limited")[0]
+    assert row.detail == f"note-writes limit (3 per 1 minute) for user {alice['id']}"
+
+
+def test_note_writes_document_their_429(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+
+    for path, method in [("/notes", "post"), ("/notes/{note_id}", "patch")]:
+        assert "Retry-After" in paths[path][method]["responses"]["429"]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "default"),
+    [
+        ("RATELIMIT_LOGIN_FAILURES", "5 per 15 minutes"),
+        ("RATELIMIT_PASSWORD_FAILURES", "5 per 15 minutes"),
+        ("RATELIMIT_NOTES_WRITE", "120 per minute"),
+    ],
+)
+def test_account_budgets_default_to_the_documented_rates(setting, default):
+    assert getattr(Config, setting) == default

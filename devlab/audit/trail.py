@@ -5,8 +5,15 @@ adds an AuditLog row per event (actor, client address, method, path, status) and
 request's change together with its rows, so neither lands without the other. A failed request
 rolls its change back; only the failure actions are still written. CLI commands use
 `record_cli`, which has no request to read.
+
+The trail names only what a client could not have typed by mistake: an attempted username is
+recorded only when it is an account's. Anything else typed (often a password put in the
+username box) is recorded as its `pseudonym`, which tells repeated attempts apart and keeps
+nothing readable.
 """
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
@@ -71,6 +78,29 @@ def audit(action: str, detail: str | None = None, *, actor: User | None = _TOKEN
     if actor is _TOKEN_USER:
         actor = _token_user()
     g.setdefault("audit_events", []).append(AuditEvent(action, detail, actor))
+
+
+PSEUDONYM_KEY = "devlab.pseudonym_key"
+PSEUDONYM_HEX_DIGITS = 16
+
+
+def pseudonym(typed: str) -> str:
+    """A keyed hash of `typed` (HMAC-SHA256, its first 16 hex digits), the same in any case.
+
+    The key is derived from JWT_SECRET_KEY, so nobody without the server's key can test guesses
+    against a pseudonym; a new JWT key gives every name a new pseudonym.
+    """
+    extensions = current_app.extensions
+    if PSEUDONYM_KEY not in extensions:
+        secret = current_app.config["JWT_SECRET_KEY"].encode()
+        extensions[PSEUDONYM_KEY] = hmac.digest(secret, b"devlab audit pseudonyms", "sha256")
+    digest = hmac.new(extensions[PSEUDONYM_KEY], typed.lower().encode(), hashlib.sha256)
+    return digest.hexdigest()[:PSEUDONYM_HEX_DIGITS]
+
+
+def attempted_username(typed: str, user: User | None) -> str:
+    """How the trail names the username a request tried: as typed if it is an account's."""
+    return typed if user is not None else f"unknown username {pseudonym(typed)}"
 
 
 def keep_changes_despite_failure() -> None:

@@ -3,7 +3,12 @@ from flask_jwt_extended import current_user, get_jwt, get_jwt_header
 from flask_jwt_extended.exceptions import RevokedTokenError
 from flask_smorest import abort
 
-from devlab.audit.trail import audit, keep_changes_despite_failure
+from devlab.audit.trail import (
+    attempted_username,
+    audit,
+    keep_changes_despite_failure,
+    pseudonym,
+)
 from devlab.auth.access import login_required, refresh_token_required
 from devlab.auth.schemas import (
     LoginSchema,
@@ -11,7 +16,6 @@ from devlab.auth.schemas import (
     SignupSchema,
     TokenSchema,
     UserSchema,
-    could_be_a_username,
 )
 from devlab.auth.tokens import (
     current_family,
@@ -26,7 +30,14 @@ from devlab.errors import DATABASE_UNAVAILABLE
 from devlab.extensions import db
 from devlab.models import User
 from devlab.passwords import spend_verification_time
-from devlab.ratelimit import limit_login, limit_password_change, limit_refresh, limit_signup
+from devlab.ratelimit import (
+    LOGIN_FAILURES,
+    PASSWORD_FAILURES,
+    limit_login,
+    limit_password_change,
+    limit_refresh,
+    limit_signup,
+)
 
 blp = Blueprint(
     "auth", __name__, description="Sign up, log in, refresh and revoke tokens, manage your account."
@@ -39,18 +50,10 @@ REFRESH_JUST_USED = (
 )
 
 
-def failed_login_detail(attempted: str, user: User | None) -> str:
-    """What the audit trail says of a failed login.
-
-    It names the attempted username, unless that could be no username at all: people type
-    passwords into the username box, and the trail must not keep them.
-    """
-    if user is not None:
-        state = " (account deactivated)" if not user.is_active else ""
-        return f"attempted username: {attempted}{state}"
-    if could_be_a_username(attempted):
-        return f"attempted username: {attempted} (no such user)"
-    return "attempted username: not a valid username (not recorded)"
+def failed_login_detail(typed: str, user: User | None) -> str:
+    """What the audit trail says of a failed login (see `attempted_username`)."""
+    state = " (account deactivated)" if user is not None and not user.is_active else ""
+    return f"attempted username: {attempted_username(typed, user)}{state}"
 
 
 @blp.route("/signup")
@@ -88,11 +91,17 @@ class Login(MethodView):
         """
         username, password = credentials["username"], credentials["password"]
         user = User.by_username(username)
+        # Reserved before the password is checked, given back if it is right: only failures
+        # count, and a burst cannot check more passwords than the limit allows.
+        attempt = LOGIN_FAILURES.reserve(
+            pseudonym(username), counted=attempted_username(username, user)
+        )
         if user is None:
             spend_verification_time(password)
         if user is None or not user.may_log_in(password):
             audit("login_failed", failed_login_detail(username, user), actor=user)
             abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
+        attempt.give_back()
         audit("login_success", f"user {user.id} ({user.username})", actor=user)
         return start_family(user)
 
@@ -170,11 +179,14 @@ class PasswordChange(MethodView):
         """Change your password.
 
         Every token you hold stops working, except this access token and the tokens of the
-        same login. A wrong current password answers 401 and changes nothing.
+        same login. A wrong current password answers 401 and changes nothing; after
+        RATELIMIT_PASSWORD_FAILURES of them, the account's password changes answer 429.
         """
+        attempt = PASSWORD_FAILURES.reserve(str(current_user.id), counted=f"user {current_user.id}")
         if not current_user.check_password(change["current_password"]):
             audit("access_denied", "wrong current password on password change")
             abort(401, message="The current password is incorrect.")
+        attempt.give_back()
         current_user.set_password(change["new_password"])
         current_user.revoke_tokens(keep_family=get_jwt()["fam"])
         audit("password_changed", f"user {current_user.id} ({current_user.username})")

@@ -10,6 +10,7 @@ from devlab.extensions import db
 from devlab.models import Note
 from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
 from devlab.pagination import PageQuerySchema, page_of
+from devlab.ratelimit import limit_note_writes
 
 blp = Blueprint("notes", __name__, url_prefix="/notes", description="Your own notes.")
 
@@ -41,6 +42,7 @@ class Notes(MethodView):
         return page_of(newest_first, "notes", query)
 
     @login_required
+    @limit_note_writes
     @blp.arguments(NoteSchema)
     @blp.response(201, NoteSchema)
     def post(self, fields):
@@ -62,6 +64,7 @@ class NoteById(MethodView):
         return own_note_or_404(note_id)
 
     @login_required
+    @limit_note_writes
     @blp.arguments(NoteUpdateSchema)
     @blp.response(200, NoteSchema)
     @blp.alt_error(404, "No note of yours has this id.")
