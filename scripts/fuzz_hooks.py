@@ -1,11 +1,12 @@
 """schemathesis hooks for `make fuzz` (scripts/fuzz.py): who each fuzzed call is.
 
 Most calls carry an access token of `fuzz-admin`, so the fuzzer gets past the admin checks and
-reaches every route's real work. Three operations would ruin that token or its owner if they
+reaches every route's real work. Four operations would ruin that token or its owner if they
 did succeed, so each of their calls gets an account of its own, signed up and logged in just
 before the call:
 
-- `POST /logout` revokes the token it is called with: a fresh account's access token.
+- `POST /logout` revokes the token it is called with, and `POST /logout/all` every token of
+  its caller: a fresh account's access token.
 - `POST /me/password` revokes its caller's other logins and changes the password: the same.
 - `POST /token/refresh` takes a refresh token, which works once: a fresh login's.
 
@@ -30,7 +31,7 @@ BASE_URL = os.environ["FUZZ_BASE_URL"]
 ADMIN_USERNAME = os.environ["FUZZ_ADMIN_USERNAME"]
 ADMIN_PASSWORD = os.environ["FUZZ_ADMIN_PASSWORD"]
 DATABASE_URL = make_url(os.environ["FUZZ_DATABASE_URL"])
-OWN_ACCOUNT_PATHS = ["/logout", "/me/password", "/token/refresh"]
+OWN_ACCOUNT_PATHS = ["/logout", "/logout/all", "/me/password", "/token/refresh"]
 ROLE_CHANGES = ("/admin/demote/{user_id}", "/admin/users/{user_id}/deactivate")
 
 

@@ -1,5 +1,3 @@
-import re
-
 from marshmallow import Schema, ValidationError, fields, validate
 
 from devlab.fields import Pattern, SafeEmail, SafeString
@@ -8,18 +6,6 @@ from devlab.passwords import is_common
 
 USERNAME_MIN = 3
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-
-
-def could_be_a_username(name: str) -> bool:
-    """Whether signup could have accepted `name`.
-
-    Audit rows name nothing else a client typed: people type passwords into the username box.
-    """
-    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
-        return False
-    return re.fullmatch(USERNAME_PATTERN, name) is not None
-
-
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 
