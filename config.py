@@ -155,9 +155,9 @@ def finalize_config(config: dict, instance_path: str) -> None:
             f"DEVLAB_ENV must be 'development' or 'production', not {config['DEVLAB_ENV']!r}."
         )
     config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
-    # Pre-ping: recover when PostgreSQL returns. Failing fast while it is away is the job of
-    # devlab/db_timeout.py, not libpq's connect_timeout, which psycopg2 then ignores.
-    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # No pool_pre_ping: it would cost every request a SELECT 1. devlab/db_timeout.py pings only
+    # connections that sat idle, and bounds every wait, so that requests fail fast while
+    # PostgreSQL is away and recover when it returns.
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
     check_argon2_costs(config)
     check_rate_limits(config)

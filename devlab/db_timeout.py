@@ -10,8 +10,8 @@ So psycopg2 does all its waiting in `wait_with_deadline`, which gives up after
 DATABASE_TIMEOUT_SECONDS on a connection attempt and on any statement but a CLI command's (a
 migration may take minutes). Giving up closes the connection: SQLAlchemy takes that as a
 disconnect and errors.py answers 503. A request that finds the database gone waits twice at
-most: for the pre-ping of a pooled connection (whose failure marks the whole pool stale) and
-for one new connection.
+most: for the ping of a pooled connection that sat idle (see `_ready_for_this_work`) or its
+first statement, and for one new connection.
 """
 
 import math
@@ -24,6 +24,7 @@ from flask import Flask, current_app, has_app_context
 from psycopg2 import extensions
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 
 
 def init_app(app: Flask) -> None:
@@ -33,22 +34,45 @@ def init_app(app: Flask) -> None:
 
 
 LOCK_TIMEOUT_SET = "devlab.lock_timeout_ms"
+IDLE_SINCE = "devlab.idle_since"
+# A connection that sat in the pool longer than this is pinged before a request uses it: the
+# server may have restarted or dropped it meanwhile. One busy enough to come back sooner is
+# not, which spares nearly every request the round trip of SQLAlchemy's pool_pre_ping.
+PING_AFTER_IDLE_SECONDS = 2
+
+
+@event.listens_for(Engine, "checkin")
+def _note_when_idle(dbapi_connection, connection_record) -> None:
+    if connection_record is not None:
+        connection_record.info[IDLE_SINCE] = time.monotonic()
 
 
 @event.listens_for(Engine, "checkout")
-def _give_up_on_locks_first(dbapi_connection, connection_record, _connection_proxy) -> None:
-    """Make PostgreSQL itself end a wait for a row lock before our deadline would.
+def _ready_for_this_work(dbapi_connection, connection_record, _connection_proxy) -> None:
+    """Make sure a pooled connection still answers, and holds the lock timeout this work needs.
 
-    A request queued behind another's lock (two changes to one note, two refreshes of one
-    login) then gets a clean "lock not available" error, answered 503 as busy, instead of a
-    dropped connection reported as an outage. CLI commands (migrations) keep waiting.
+    A connection idle for longer than PING_AFTER_IDLE_SECONDS is pinged first; if it no longer
+    answers, the pool is told to replace it (DisconnectionError), so recovery after a restart
+    of PostgreSQL costs nobody an error.
 
-    Set when a connection is checked out for other work than it last did, which in a server is
+    The lock timeout makes PostgreSQL itself end a wait for a row lock before our deadline
+    would. A request queued behind another's lock (two changes to one note, two refreshes of
+    one login) then gets a clean "lock not available" error, answered 503 as busy, instead of
+    a dropped connection reported as an outage. CLI commands (migrations) keep waiting. It is
+    set when a connection is checked out for other work than it last did, which in a server is
     once per connection: a pooled connection a CLI command opened (the tests do that) must not
     serve a request without the timeout, nor a request's connection a migration with it.
     """
     if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not has_app_context():
         return
+    idle_since = connection_record.info.pop(IDLE_SINCE, None)
+    if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except psycopg2.Error as error:
+            raise DisconnectionError("The pooled connection no longer answers.") from error
     wanted_ms = int(current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750) if _app_work() else 0
     if connection_record.info.get(LOCK_TIMEOUT_SET) == wanted_ms:
         return

@@ -159,6 +159,8 @@ class TokenFamily(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    user: Mapped[User] = relationship()
+
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None

@@ -498,7 +498,7 @@ def test_a_connection_first_used_by_a_cli_command_still_gives_up_on_locks_in_req
     """One pooled connection, opened by a CLI command (which may wait for locks as long as it
     needs), then used by a request: the request still gets the lock timeout, a 503 busy."""
     one_connection = TEST_SETTINGS | {
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 1, "max_overflow": 0, "pool_pre_ping": True}
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 1, "max_overflow": 0}
     }
     small = create_app(one_connection)
     client = small.test_client()

@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import click
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
-from devlab import create_app
+from devlab import create_app, db_timeout
 from devlab.errors import DATABASE_UNAVAILABLE
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_SETTINGS, Accounts
@@ -226,3 +227,30 @@ def test_flask_refuses_to_start_with_a_bad_database_timeout(value):
 
     assert result.returncode != 0
     assert "DATABASE_TIMEOUT_SECONDS" in result.stderr
+
+
+def test_a_pooled_connection_the_server_dropped_while_idle_is_replaced_unnoticed(
+    app, client, accounts, monkeypatch
+):
+    """As after a restart of PostgreSQL: the idle connection is pinged, found dead, replaced."""
+    headers = accounts.headers("alice")
+    assert client.get("/me", headers=headers).status_code == 200
+    monkeypatch.setattr(db_timeout, "PING_AFTER_IDLE_SECONDS", 0)
+    with app.app_context():
+        pooled = db.engine.pool.checkedin()
+    assert pooled >= 1
+    outsider = create_engine(TEST_DATABASE_URL, poolclass=NullPool)
+    with outsider.begin() as killer:  # ends every other session on the test database
+        ended = killer.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert ended >= pooled
+
+    answers = [client.get("/me", headers=headers).status_code for _ in range(pooled + 1)]
+
+    assert answers == [200] * (pooled + 1)
+    with app.app_context():
+        db.engine.dispose()  # no connection the server dropped outlives this test

@@ -130,13 +130,14 @@ def _belongs_to_a_login(_jwt_header: dict, jwt_data: dict) -> bool:
 
 @jwt.user_lookup_loader
 def _load_user(_jwt_header: dict, jwt_data: dict) -> User | None:
-    """The token's user, if it still exists and is active; a deactivated user's tokens fail."""
-    try:
-        user_id = int(jwt_data["sub"])
-    except (KeyError, TypeError, ValueError):
+    """The token's user, if it still exists and is active; a deactivated user's tokens fail.
+
+    Read with the token's family (`family_of`), which every request has checked by now.
+    """
+    family = family_of(jwt_data)
+    if family is None or not family.user.is_active:
         return None
-    user = db.session.get(User, user_id)
-    return user if user is not None and user.is_active else None
+    return family.user
 
 
 def _deny(message: str, reason: str):

@@ -3,12 +3,15 @@
 from datetime import timedelta
 from uuid import uuid4
 
-from flask import current_app
+from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt
 from sqlalchemy import delete, select
+from sqlalchemy.orm import joinedload
 
 from devlab.extensions import db
 from devlab.models import TokenFamily, User, utcnow
+
+FAMILY_OF_TOKEN = "devlab_family_of_token"  # noqa: S105 (a key of flask.g)
 
 
 def start_family(user: User) -> dict:
@@ -87,12 +90,22 @@ def presented_refresh_token_was_just_used(family: TokenFamily) -> bool:
 def family_of(jwt_data: dict) -> TokenFamily | None:
     """The family a decoded token names, if it exists and is the token's user's (revoked or not).
 
-    Called twice per request (revocation, then verification): the second read is the session's
-    identity map, not a query.
+    One query reads the family and its user together, once per request: the revocation check,
+    the token's verification and the user lookup all ask, and the result is kept on `g`
+    (SQLAlchemy's identity map holds unchanged rows only weakly, so it would read them again).
     """
-    family = db.session.get(TokenFamily, jwt_data["fam"])
-    if family is None or str(family.user_id) != jwt_data["sub"]:
-        return None
+    family_id = jwt_data["fam"]
+    known = g.get(FAMILY_OF_TOKEN)
+    if known is not None and known[0] == family_id:
+        return known[1]
+    family = db.session.scalars(
+        select(TokenFamily)
+        .options(joinedload(TokenFamily.user, innerjoin=True))
+        .where(TokenFamily.id == family_id)
+    ).one_or_none()
+    if family is not None and str(family.user_id) != jwt_data["sub"]:
+        family = None
+    g.setdefault(FAMILY_OF_TOKEN, (family_id, family))
     return family
 
 

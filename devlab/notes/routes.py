@@ -39,7 +39,7 @@ class Notes(MethodView):
             .where(Note.owner_id == current_user.id)
             .order_by(Note.created_at.desc(), Note.id.desc())
         )
-        return page_of(newest_first, "notes", query)
+        return page_of(newest_first, "notes", query, small=True)
 
     @login_required
     @limit_note_writes
