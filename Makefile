@@ -1,12 +1,13 @@
 # `make run` serves the API, `make test` runs the suite; both set up .venv from nothing.
-# `make bench` times failed logins for known and unknown users (scripts/bench_login_timing.py).
+# `make bench` measures throughput and cost per request against references (bench/run.py);
+# `make bench-login-timing` times failed logins for known and unknown users.
 # `make fuzz` runs schemathesis against the real server (scripts/fuzz.py, which lists its settings).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench fuzz migrate clean
+.PHONY: run test lint bench bench-login-timing fuzz migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,7 +32,17 @@ run: migrate
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.runtime
+# The FastAPI reference lives in an environment of its own, never in requirements.txt.
+bench/.venv/.installed: bench/requirements.txt
+	$(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.runtime bench/.venv/.installed
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5432/devlab_test} \
+		$(BIN)/python bench/run.py
+
+bench-login-timing: $(VENV)/.runtime
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5432/devlab_test} \
 		$(BIN)/python scripts/bench_login_timing.py $(BENCH_ARGS)
 
@@ -48,4 +59,4 @@ lint: $(VENV)/.dev
 	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length docker-compose config --quiet
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) bench/.venv .pytest_cache .ruff_cache

@@ -23,14 +23,20 @@ import psycopg2
 from flask import Flask, current_app, has_app_context
 from psycopg2 import extensions
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
+
+from devlab.extensions import db
 
 
 def init_app(app: Flask) -> None:
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://"):
-        # One callback for the whole process: psycopg2 has no per-connection setting.
-        extensions.set_wait_callback(wait_with_deadline)
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://"):
+        return
+    # One callback for the whole process: psycopg2 has no per-connection setting.
+    extensions.set_wait_callback(wait_with_deadline)
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "checkin", _note_when_idle)
+    event.listen(engine, "checkout", _ready_for_this_work)
 
 
 LOCK_TIMEOUT_SET = "devlab.lock_timeout_ms"
@@ -41,13 +47,11 @@ IDLE_SINCE = "devlab.idle_since"
 PING_AFTER_IDLE_SECONDS = 2
 
 
-@event.listens_for(Engine, "checkin")
 def _note_when_idle(dbapi_connection, connection_record) -> None:
     if connection_record is not None:
         connection_record.info[IDLE_SINCE] = time.monotonic()
 
 
-@event.listens_for(Engine, "checkout")
 def _ready_for_this_work(dbapi_connection, connection_record, _connection_proxy) -> None:
     """Make sure a pooled connection still answers, and holds the lock timeout this work needs.
 
@@ -63,7 +67,7 @@ def _ready_for_this_work(dbapi_connection, connection_record, _connection_proxy)
     once per connection: a pooled connection a CLI command opened (the tests do that) must not
     serve a request without the timeout, nor a request's connection a migration with it.
     """
-    if not isinstance(dbapi_connection, psycopg2.extensions.connection) or not has_app_context():
+    if not has_app_context():
         return
     idle_since = connection_record.info.pop(IDLE_SINCE, None)
     if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
@@ -106,8 +110,8 @@ def wait_with_deadline(connection) -> None:
 
 
 def _limit_for(connection) -> int | None:
-    if not has_app_context():
-        return None
+    if not has_app_context() or "DATABASE_TIMEOUT_SECONDS" not in current_app.config:
+        return None  # no app, or another app than DevLab in this process (make bench does that)
     connecting = connection.status == extensions.STATUS_SETUP
     if connecting or _app_work():
         return current_app.config["DATABASE_TIMEOUT_SECONDS"]

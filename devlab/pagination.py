@@ -10,6 +10,7 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 # Keeps OFFSET within a PostgreSQL bigint whatever the client asks for.
 MAX_PAGE = 2**31 - 1
+TOTAL = "_total_of_all_pages"
 
 
 class PageQuerySchema(Schema):
@@ -39,8 +40,10 @@ def page_of(statement: Select, items_key: str, query: dict, *, small: bool = Fal
 
     The result holds the items under `items_key` beside the metadata of a PageSchema. A list
     that is `small` (one user's notes) is counted in the page's own query, `count(*) OVER ()`:
-    one statement instead of two. A large one (the audit trail) is counted apart, since that
-    window would make PostgreSQL read every row before it returns the first of the page.
+    one statement instead of two; its `statement` selects a table's columns, not ORM objects,
+    which the response schema dumps as they are (rows as mappings), at a fraction of the cost.
+    A large one (the audit trail) is counted apart, since that window would make PostgreSQL
+    read every row before it returns the first of the page.
     """
     page, page_size = query["page"], query["page_size"]
     if not small:
@@ -49,14 +52,18 @@ def page_of(statement: Select, items_key: str, query: dict, *, small: bool = Fal
         )
         items, total = pagination.items, pagination.total
     else:
-        rows = db.session.execute(
-            statement.add_columns(func.count().over().label("total"))
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        ).all()
-        items = [row[0] for row in rows]
+        rows = (
+            db.session.execute(
+                statement.add_columns(func.count().over().label(TOTAL))
+                .limit(page_size)
+                .offset((page - 1) * page_size)
+            )
+            .mappings()
+            .all()
+        )
+        items = rows  # each also holds TOTAL, which the item schemas do not dump
         if rows:
-            total = rows[0].total
+            total = rows[0][TOTAL]
         elif page == 1:
             total = 0
         else:  # past the last page: no row to carry the count

@@ -1,54 +1,14 @@
 """How many SQL statements each hot request sends: a fixed budget, asserted here, not timed.
 
-Every statement a request's connection executes is counted, at the driver: SQLAlchemy's own
-and anything beside it (a pool's ping, a SET). One warm-up request comes first, so that the
-pool holds a live connection. BEGIN and COMMIT are not counted (psycopg2 sends BEGIN itself,
-COMMIT is a call of its own), so "3 plus the commit" is a budget of 3.
+Every statement a request's connection executes is counted, at the driver (bench/statements.py).
+One warm-up request comes first, so that the pool holds a live connection. BEGIN and COMMIT are
+not counted, so "3 plus the commit" is a budget of 3.
 """
 
-from contextlib import contextmanager
-
-import psycopg2.extensions
 import pytest
-from sqlalchemy import event
 
+from bench.statements import counting_statements
 from devlab.extensions import db
-
-
-@contextmanager
-def counting_statements(app):
-    statements = []
-    counting = True
-
-    class CountingCursor(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):
-            if counting:
-                statements.append(query)
-            return super().execute(query, vars)
-
-    def count_on(dbapi_connection, _record, _proxy):
-        dbapi_connection.cursor_factory = CountingCursor
-
-    with app.app_context():
-        engine = db.engine
-    # The pool's pre-ping, if any, runs before the checkout listeners: so the connections
-    # waiting in the pool count from now on, and any the request opens from its checkout.
-    _set_cursor_factory_of_idle_connections(engine, CountingCursor)
-    event.listen(engine, "checkout", count_on, insert=True)
-    try:
-        yield statements
-    finally:
-        counting = False
-        event.remove(engine, "checkout", count_on)
-        _set_cursor_factory_of_idle_connections(engine, psycopg2.extensions.cursor)
-
-
-def _set_cursor_factory_of_idle_connections(engine, factory) -> None:
-    idle = [engine.raw_connection() for _ in range(engine.pool.checkedin())]
-    for connection in idle:
-        connection.driver_connection.cursor_factory = factory
-    for connection in idle:
-        connection.close()
 
 
 @pytest.fixture
@@ -72,7 +32,9 @@ def alice(client, accounts):
 def test_hot_requests_stay_within_their_statement_budget(
     app, client, alice, method, path, body, budget
 ):
-    with counting_statements(app) as statements:
+    with app.app_context():
+        engine = db.engine
+    with counting_statements(engine) as statements:
         response = getattr(client, method)(path, json=body, headers=alice)
 
     assert response.status_code in (200, 201)

@@ -1,11 +1,12 @@
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from devlab.audit.trail import ACTIONS
+from devlab.dumping import FlatSchema
 from devlab.fields import QueryInteger
 from devlab.pagination import PageQuerySchema, PageSchema
 
 
-class AuditLogSchema(Schema):
+class AuditLogSchema(FlatSchema):
     id = fields.Integer()
     action = fields.String()
     detail = fields.String(allow_none=True)

@@ -1,5 +1,6 @@
 from marshmallow import Schema, ValidationError, fields, validate
 
+from devlab.dumping import FlatSchema
 from devlab.fields import Pattern, SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
 from devlab.passwords import is_common
@@ -10,7 +11,7 @@ PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 
 
-class UserSchema(Schema):
+class UserSchema(FlatSchema):
     id = fields.Integer(dump_only=True)
     username = fields.String(dump_only=True)
     email = fields.String(dump_only=True)

@@ -5,12 +5,18 @@ from uuid import uuid4
 
 from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt
-from sqlalchemy import delete, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.orm.attributes import set_committed_value
 
 from devlab.extensions import db
 from devlab.models import TokenFamily, User, utcnow
 
+# Built once: the family a token names and its user, in one row (see `family_of`).
+FAMILY_WITH_USER = (
+    select(TokenFamily, User)
+    .join(User, User.id == TokenFamily.user_id)
+    .where(TokenFamily.id == bindparam("family_id"))
+)
 FAMILY_OF_TOKEN = "devlab_family_of_token"  # noqa: S105 (a key of flask.g)
 
 
@@ -98,11 +104,11 @@ def family_of(jwt_data: dict) -> TokenFamily | None:
     known = g.get(FAMILY_OF_TOKEN)
     if known is not None and known[0] == family_id:
         return known[1]
-    family = db.session.scalars(
-        select(TokenFamily)
-        .options(joinedload(TokenFamily.user, innerjoin=True))
-        .where(TokenFamily.id == family_id)
-    ).one_or_none()
+    found = db.session.execute(FAMILY_WITH_USER, {"family_id": family_id}).one_or_none()
+    family = None
+    if found is not None:
+        family, user = found
+        set_committed_value(family, "user", user)  # held by the family, read by no query
     if family is not None and str(family.user_id) != jwt_data["sub"]:
         family = None
     g.setdefault(FAMILY_OF_TOKEN, (family_id, family))

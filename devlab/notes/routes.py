@@ -35,7 +35,7 @@ class Notes(MethodView):
     def get(self, query):
         """List your notes, newest first."""
         newest_first = (
-            select(Note)
+            select(Note.__table__)
             .where(Note.owner_id == current_user.id)
             .order_by(Note.created_at.desc(), Note.id.desc())
         )

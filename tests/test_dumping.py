@@ -1,0 +1,109 @@
+"""FlatSchema's quick dump says exactly what marshmallow's own dump says, for the same data."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from marshmallow import Schema, fields, post_dump
+from sqlalchemy import select
+
+from devlab.audit.schemas import AuditLogSchema
+from devlab.auth.schemas import UserSchema
+from devlab.dumping import FlatSchema
+from devlab.extensions import db
+from devlab.models import AuditLog, Note, User
+from devlab.notes.schemas import NoteSchema
+
+
+def marshmallows_own(schema: Schema, data, many: bool = False):
+    return Schema.dump(schema, data, many=many)
+
+
+@pytest.fixture
+def rows(app, client, accounts):
+    headers = accounts.headers("alice")
+    for text in ("first", "ünïcödé ✓", "x" * 10_000):
+        client.post("/notes", json={"text": text}, headers=headers)
+    with app.app_context():
+        yield
+
+
+@pytest.mark.parametrize(
+    ("schema", "model"),
+    [(NoteSchema(), Note), (UserSchema(), User), (AuditLogSchema(), AuditLog)],
+    ids=["note", "user", "audit-row"],
+)
+def test_the_quick_dump_equals_marshmallows_for_orm_objects_and_mappings(rows, schema, model):
+    objects = db.session.scalars(select(model)).all()
+    mappings = db.session.execute(select(model.__table__)).mappings().all()
+    assert objects and mappings
+
+    assert schema.dump(objects, many=True) == marshmallows_own(schema, objects, many=True)
+    assert schema.dump(mappings, many=True) == marshmallows_own(schema, mappings, many=True)
+    assert schema.dump(objects[0]) == marshmallows_own(schema, objects[0])
+    assert schema._plan() is not None  # it did take the quick way
+
+
+class Everything(FlatSchema):
+    number = fields.Integer()
+    text = fields.String(allow_none=True)
+    flag = fields.Boolean()
+    when = fields.DateTime()
+    renamed = fields.String(data_key="shown_as")
+    sourced = fields.Integer(attribute="elsewhere")
+    defaulted = fields.String(dump_default="fallback")
+    called = fields.Integer(dump_default=lambda: 7)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"number": 1, "text": "a", "flag": True, "when": datetime(2026, 1, 2, tzinfo=UTC)},
+        {"number": None, "text": None, "flag": None, "when": None},
+        {"when": datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=timezone(timedelta(hours=-5)))},
+        {"renamed": "r", "elsewhere": 5, "defaulted": "given", "called": 1},
+        {},
+    ],
+)
+def test_the_quick_dump_equals_marshmallows_for_every_kind_of_flat_field(data):
+    schema = Everything()
+
+    assert schema.dump(data) == marshmallows_own(schema, data)
+    assert schema._plan() is not None
+
+
+class WithHook(FlatSchema):
+    number = fields.Integer()
+
+    @post_dump
+    def double(self, data, **_kwargs):
+        return {"number": data["number"] * 2}
+
+
+class WithMethod(FlatSchema):
+    number = fields.Method("three")
+
+    def three(self, _obj):
+        return 3
+
+
+class WithNested(FlatSchema):
+    inner = fields.Nested(Everything)
+    dotted = fields.Integer(attribute="inner.number")
+
+
+@pytest.mark.parametrize(
+    ("schema", "data", "expected"),
+    [
+        (WithHook(), {"number": 2}, {"number": 4}),
+        (WithMethod(), {}, {"number": 3}),
+        (
+            WithNested(),
+            {"inner": {"number": 1}},
+            {"inner": {"number": 1, "defaulted": "fallback", "called": 7}, "dotted": 1},
+        ),
+    ],
+    ids=["hook", "method-field", "dotted-attribute"],
+)
+def test_schemas_that_are_not_flat_are_dumped_by_marshmallow(schema, data, expected):
+    assert schema._plan() is None
+    assert schema.dump(data) == expected == marshmallows_own(schema, data)
