@@ -9,23 +9,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, RequestRedirect
 
 from config import Config, finalize_config
-from devlab import (
-    admin,
-    audit,
-    auth,
-    cli,
-    db_timeout,
-    docs,
-    headers,
-    health,
-    notes,
-    ratelimit,
-    request_body,
-)
+from devlab import cli, db_timeout, docs, headers, ratelimit, request_body
+from devlab.admin import routes as admin_routes
+from devlab.audit import routes as audit_routes
 from devlab.audit import trail
 from devlab.auth import access
+from devlab.auth import routes as auth_routes
 from devlab.errors import register_error_handlers
 from devlab.extensions import api, db, jwt, migrate
+from devlab.health import routes as health_routes
+from devlab.notes import routes as notes_routes
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -95,7 +88,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     jwt.init_app(app)
     access.init_app(app)
     api.init_app(app)
-    for feature in (auth, notes, admin, audit, health):
+    for feature in (auth_routes, notes_routes, admin_routes, audit_routes, health_routes):
         api.register_blueprint(feature.blp)
     docs.init_app(app)
     register_error_handlers(app)

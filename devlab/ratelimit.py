@@ -1,9 +1,12 @@
-"""Rate limits: per client address on the routes that spend credentials, per account on the
-work an attacker would repeat (guessing a password, writing notes).
+"""Rate limiting's machinery: per client address (Flask-Limiter) and per account (budgets).
 
-Per address, Flask-Limiter counts every request to login, signup, refresh and password change.
-Each route takes one decorator, placed above its other decorators so that every request
-counts, even one whose body is then refused:
+This module knows no route: the limits themselves live beside the routes they guard
+(devlab/auth/limits.py, devlab/notes/limits.py), built from `limiter.shared_limit`,
+`AttemptBudget` and `documented_limits` here.
+
+Per address, Flask-Limiter counts every request to a limited route. Each route takes one
+decorator, placed above its other decorators so that every request counts, even one whose body
+is then refused:
 
     @blp.route("/login")
     class Login(MethodView):
@@ -16,14 +19,12 @@ and for IPv6 the address's /64. Flask-Limiter takes any exception raised while i
 limit for a storage outage, so its keys are built from nothing but that address.
 
 Per account, an `AttemptBudget` is reserved before the work it limits and in one atomic step,
-so that a burst of concurrent requests cannot outrun it: at most RATELIMIT_LOGIN_FAILURES
-passwords are checked per username however many logins arrive at once, a login that succeeds
-gives its slot back, and likewise RATELIMIT_PASSWORD_FAILURES for the current password on
-`/me/password`; RATELIMIT_NOTES_WRITE counts note writes per user. Flask-Limiter cannot do
-this: it counts a request toward a conditional limit only after the response is made, so every
-request in flight passes, and it has no way to hand a slot back. A budget's key is built from
-validated values only, and kept as a keyed hash (devlab/audit/trail.py's `pseudonym`), so
-nothing a client typed reaches Redis.
+so that a burst of concurrent requests cannot outrun it (at most RATELIMIT_LOGIN_FAILURES
+passwords are checked per username however many logins arrive at once), and a slot can be given
+back (a login that succeeded). Flask-Limiter cannot do this: it counts a request toward a
+conditional limit only after the response is made, so every request in flight passes, and it
+has no way to hand a slot back. A budget's key is built from validated values only, and kept
+as a keyed hash (devlab/audit/trail.py's `pseudonym`), so nothing a client typed reaches Redis.
 
 A request over a limit gets a 429 in errors.py's shape with a Retry-After header, and an audit
 row `rate_limited` names the limit. The rates are the RATELIMIT_* settings.
@@ -47,11 +48,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import wraps
 
 import redis
 from flask import Flask, current_app
-from flask_jwt_extended import current_user
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_smorest import Blueprint
 from limits import parse
@@ -99,7 +98,7 @@ def _limits_off() -> bool:
     return not current_app.config["RATELIMIT_ENABLED"]
 
 
-def _setting(name: str) -> Callable[[], str]:
+def setting(name: str) -> Callable[[], str]:
     return lambda: current_app.config[name]
 
 
@@ -111,7 +110,7 @@ TOO_MANY_REQUESTS_HEADERS = {
 }
 
 
-def _documented(description: str, *limits) -> Callable:
+def documented_limits(description: str, *limits) -> Callable:
     """One decorator that applies `limits` to a view and documents its 429."""
     too_many_requests = {
         "description": description,
@@ -177,17 +176,6 @@ class AttemptBudget:
 
     def limit(self, rate: str) -> str:
         return f"{self.scope} limit ({parse(rate)})"
-
-
-LOGIN_FAILURES = AttemptBudget(
-    "RATELIMIT_LOGIN_FAILURES", "login-failures", "Too many failed logins for this username"
-)
-PASSWORD_FAILURES = AttemptBudget(
-    "RATELIMIT_PASSWORD_FAILURES",
-    "password-failures",
-    "Too many wrong current passwords for this account",
-)
-NOTE_WRITES = AttemptBudget("RATELIMIT_NOTES_WRITE", "note-writes", "Too many note writes")
 
 
 # Redis holds a budget as a sorted set of slots scored by when they were reserved. The script
@@ -334,52 +322,6 @@ def _seconds_to_retry(window: int) -> int:
     except Exception:  # the storage failed since the check; a whole window is always enough
         return window
     return max(1, math.ceil(frees_at - time.time()))
-
-
-def limit_note_writes(view):
-    """RATELIMIT_NOTES_WRITE per user: goes below `login_required`, which finds the user."""
-
-    @wraps(view)
-    def counted(*args, **kwargs):
-        NOTE_WRITES.reserve(str(current_user.id), counted=f"user {current_user.id}")
-        return view(*args, **kwargs)
-
-    return _documented("Too many note writes by your account.")(counted)
-
-
-# Shared limits with a scope of their own: a count's key names the limit, not the endpoint.
-limit_login = _documented(
-    "Too many logins from your address, or too many failed logins for this username.",
-    limiter.shared_limit(
-        _setting("RATELIMIT_LOGIN"),
-        scope="login",
-        error_message="Too many login attempts from your address",
-    ),
-)
-limit_signup = _documented(
-    "Too many signups from your address.",
-    limiter.shared_limit(
-        _setting("RATELIMIT_SIGNUP"),
-        scope="signup",
-        error_message="Too many signups from your address",
-    ),
-)
-limit_refresh = _documented(
-    "Too many token refreshes from your address.",
-    limiter.shared_limit(
-        _setting("RATELIMIT_REFRESH"),
-        scope="refresh",
-        error_message="Too many token refreshes from your address",
-    ),
-)
-limit_password_change = _documented(
-    "Too many password changes from your address, or wrong current passwords for the account.",
-    limiter.shared_limit(
-        _setting("RATELIMIT_PASSWORD"),
-        scope="password",
-        error_message="Too many password changes from your address",
-    ),
-)
 
 
 # --- a storage outage, logged once ---------------------------------------------------------

@@ -1,3 +1,0 @@
-from devlab.admin.routes import blp
-
-__all__ = ["blp"]

@@ -1,3 +1,0 @@
-from devlab.audit.routes import blp
-
-__all__ = ["blp"]

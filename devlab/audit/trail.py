@@ -1,10 +1,11 @@
 """The audit trail: views name what a request did, one hook writes it.
 
-`audit("note_updated", ...)` only notes the event. After the response is made, `record_request`
-adds an AuditLog row per event (actor, client address, method, path, status) and commits the
-request's change together with its rows, so neither lands without the other. A failed request
-rolls its change back; only the failure actions are still written. CLI commands use
-`record_cli`, which has no request to read.
+`audit("note_updated", ...)` only notes the event. After the response is made, the hook
+`commit_request_with_its_audit_rows` adds an AuditLog row per event (actor, client address,
+method, path, status) and commits the request's change together with its rows, so neither
+lands without the other. It is the one commit of every request, which is why views never
+commit. A failed request rolls its change back; only the failure actions are still written.
+CLI commands use `record_cli`, which has no request to read.
 
 The trail names only what a client could not have typed by mistake: an attempted username is
 recorded only when it is an account's. Anything else typed (often a password put in the
@@ -112,7 +113,7 @@ def keep_changes_despite_failure() -> None:
     g.keep_changes_despite_failure = True
 
 
-def record_request(response: Response) -> Response:
+def commit_request_with_its_audit_rows(response: Response) -> Response:
     events: list[AuditEvent] = g.pop("audit_events", [])
     keep_changes = response.status_code < 400 or g.pop("keep_changes_despite_failure", False)
     if keep_changes:
@@ -162,4 +163,4 @@ def record_cli(action: str, detail: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(record_request)
+    app.after_request(commit_request_with_its_audit_rows)

@@ -1,3 +1,0 @@
-from devlab.auth.routes import blp
-
-__all__ = ["blp"]

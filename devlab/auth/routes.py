@@ -10,6 +10,14 @@ from devlab.audit.trail import (
     pseudonym,
 )
 from devlab.auth.access import login_required, refresh_token_required
+from devlab.auth.limits import (
+    LOGIN_FAILURES,
+    PASSWORD_FAILURES,
+    limit_login,
+    limit_password_change,
+    limit_refresh,
+    limit_signup,
+)
 from devlab.auth.schemas import (
     LoginSchema,
     PasswordChangeSchema,
@@ -30,14 +38,6 @@ from devlab.errors import DATABASE_UNAVAILABLE
 from devlab.extensions import db
 from devlab.models import User
 from devlab.passwords import spend_verification_time
-from devlab.ratelimit import (
-    LOGIN_FAILURES,
-    PASSWORD_FAILURES,
-    limit_login,
-    limit_password_change,
-    limit_refresh,
-    limit_signup,
-)
 
 blp = Blueprint(
     "auth", __name__, description="Sign up, log in, refresh and revoke tokens, manage your account."

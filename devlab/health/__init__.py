@@ -1,3 +1,0 @@
-from devlab.health.routes import blp
-
-__all__ = ["blp"]

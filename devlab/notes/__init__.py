@@ -1,3 +1,0 @@
-from devlab.notes.routes import blp
-
-__all__ = ["blp"]

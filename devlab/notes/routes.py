@@ -8,9 +8,9 @@ from devlab.blueprint import Blueprint, row_id
 from devlab.errors import NOT_FOUND
 from devlab.extensions import db
 from devlab.models import Note
+from devlab.notes.limits import limit_note_writes
 from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
 from devlab.pagination import PageQuerySchema, page_of
-from devlab.ratelimit import limit_note_writes
 
 blp = Blueprint("notes", __name__, url_prefix="/notes", description="Your own notes.")
 

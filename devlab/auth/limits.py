@@ -1,0 +1,50 @@
+"""The rate limits of the auth routes: per client address, and per account for passwords.
+
+Each `limit_*` decorator goes above a route's other decorators, so that every request counts.
+The budgets are reserved by the routes themselves, before the password check they limit.
+"""
+
+from devlab.ratelimit import AttemptBudget, documented_limits, limiter, setting
+
+LOGIN_FAILURES = AttemptBudget(
+    "RATELIMIT_LOGIN_FAILURES", "login-failures", "Too many failed logins for this username"
+)
+PASSWORD_FAILURES = AttemptBudget(
+    "RATELIMIT_PASSWORD_FAILURES",
+    "password-failures",
+    "Too many wrong current passwords for this account",
+)
+
+# Shared limits with a scope of their own: a count's key names the limit, not the endpoint.
+limit_login = documented_limits(
+    "Too many logins from your address, or too many failed logins for this username.",
+    limiter.shared_limit(
+        setting("RATELIMIT_LOGIN"),
+        scope="login",
+        error_message="Too many login attempts from your address",
+    ),
+)
+limit_signup = documented_limits(
+    "Too many signups from your address.",
+    limiter.shared_limit(
+        setting("RATELIMIT_SIGNUP"),
+        scope="signup",
+        error_message="Too many signups from your address",
+    ),
+)
+limit_refresh = documented_limits(
+    "Too many token refreshes from your address.",
+    limiter.shared_limit(
+        setting("RATELIMIT_REFRESH"),
+        scope="refresh",
+        error_message="Too many token refreshes from your address",
+    ),
+)
+limit_password_change = documented_limits(
+    "Too many password changes from your address, or wrong current passwords for the account.",
+    limiter.shared_limit(
+        setting("RATELIMIT_PASSWORD"),
+        scope="password",
+        error_message="Too many password changes from your address",
+    ),
+)
