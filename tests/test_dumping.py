@@ -6,12 +6,13 @@ import pytest
 from marshmallow import Schema, fields, post_dump
 from sqlalchemy import select
 
-from devlab.audit.schemas import AuditLogSchema
+from devlab.admin.schemas import UserListSchema
+from devlab.audit.schemas import AuditLogListSchema, AuditLogSchema
 from devlab.auth.schemas import UserSchema
 from devlab.dumping import FlatSchema
 from devlab.extensions import db
 from devlab.models import AuditLog, Note, User
-from devlab.notes.schemas import NoteSchema
+from devlab.notes.schemas import NoteListSchema, NoteSchema
 
 
 def marshmallows_own(schema: Schema, data, many: bool = False):
@@ -43,6 +44,27 @@ def test_the_quick_dump_equals_marshmallows_for_orm_objects_and_mappings(rows, s
     assert schema._plan() is not None  # it did take the quick way
 
 
+@pytest.mark.parametrize(
+    ("schema", "model", "items_key"),
+    [
+        (NoteListSchema(), Note, "notes"),
+        (UserListSchema(), User, "users"),
+        (AuditLogListSchema(), AuditLog, "logs"),
+    ],
+    ids=["notes", "users", "audit-rows"],
+)
+def test_a_page_dumps_its_items_as_marshmallow_does(rows, schema, model, items_key):
+    for items in (
+        db.session.scalars(select(model)).all(),
+        db.session.execute(select(model.__table__)).mappings().all(),
+        [],
+    ):
+        page = {items_key: items, "total": len(items), "page": 1, "page_size": 20, "pages": 1}
+
+        assert schema.dump(page) == marshmallows_own(schema, page)
+    assert schema._plan() is not None
+
+
 class Everything(FlatSchema):
     number = fields.Integer()
     text = fields.String(allow_none=True)
@@ -66,6 +88,32 @@ class Everything(FlatSchema):
 )
 def test_the_quick_dump_equals_marshmallows_for_every_kind_of_flat_field(data):
     schema = Everything()
+
+    assert schema.dump(data) == marshmallows_own(schema, data)
+    assert schema._plan() is not None
+
+
+class Nesting(FlatSchema):
+    listed = fields.List(fields.Nested(Everything))
+    many = fields.Nested(Everything, many=True)
+    one = fields.Nested(Everything)
+    absent = fields.Nested(Everything, allow_none=True)
+    # These two are dumped by their own fields, the plan's quick way not applying to them:
+    chosen = fields.Nested(Everything, only=("number",))
+    lists = fields.List(fields.Nested(Everything, many=True))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"listed": [{"number": 1}, {}], "many": [{"text": "a"}], "one": {"flag": True}},
+        {"chosen": {"number": 2, "text": "left out"}, "lists": [[{"number": 3}], []]},
+        {"listed": [], "many": [], "one": {}, "absent": None},
+        {"listed": None, "many": None, "one": None},
+    ],
+)
+def test_nested_flat_schemas_dump_as_marshmallow_does(data):
+    schema = Nesting()
 
     assert schema.dump(data) == marshmallows_own(schema, data)
     assert schema._plan() is not None

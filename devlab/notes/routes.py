@@ -1,6 +1,6 @@
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from devlab.audit.trail import audit
 from devlab.auth.access import login_required
@@ -13,6 +13,13 @@ from devlab.notes.schemas import NoteListSchema, NoteSchema, NoteUpdateSchema
 from devlab.pagination import PageQuerySchema, page_of
 
 blp = Blueprint("notes", __name__, url_prefix="/notes", description="Your own notes.")
+
+NOTES = Note.__table__
+NEWEST_NOTES_FIRST = (
+    select(NOTES)
+    .where(NOTES.c.owner_id == bindparam("owner_id"))
+    .order_by(NOTES.c.created_at.desc(), NOTES.c.id.desc())
+)
 
 
 def own_note_or_404(note_id: int, *, for_update: bool = False) -> Note:
@@ -34,12 +41,8 @@ class Notes(MethodView):
     @blp.response(200, NoteListSchema)
     def get(self, query):
         """List your notes, newest first."""
-        newest_first = (
-            select(Note.__table__)
-            .where(Note.owner_id == current_user.id)
-            .order_by(Note.created_at.desc(), Note.id.desc())
-        )
-        return page_of(newest_first, "notes", query, small=True)
+        owner = {"owner_id": current_user.id}
+        return page_of(NEWEST_NOTES_FIRST, "notes", query, small=True, params=owner)
 
     @login_required
     @limit_note_writes
