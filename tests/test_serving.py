@@ -199,3 +199,19 @@ def test_logout_in_one_server_process_holds_in_another(tmp_path):
         assert logout[0] == 204
         assert call(other, "GET", "/me", token=tokens["access_token"])[0] == 401
         assert call(other, "POST", "/token/refresh", token=tokens["refresh_token"])[0] == 401
+
+
+def test_gunicorn_answers_one_request_per_connection(gunicorn):
+    """A kept-alive connection would stay with the worker that accepted it, so that one worker
+    could serve a busy client's every connection while the other idled (gunicorn.conf.py)."""
+    base, _log = gunicorn
+    host, port = base.removeprefix("http://").split(":")
+
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n" * 2)
+        answered = b""
+        while chunk := connection.recv(65536):
+            answered += chunk
+
+    assert answered.count(b"HTTP/1.1 200") == 1
+    assert b"\r\nConnection: close\r\n" in answered
