@@ -474,6 +474,48 @@ def statement_counts(url, token: str) -> dict:
 # --- the report ---------------------------------------------------------------------------
 
 
+# (endpoint, what, target): ratios of side A's median req/s to another side's, at least the target
+RATIO_TARGETS = [
+    ("GET /notes", "B", 0.9),
+    ("POST /notes", "B", 0.9),
+    ("GET /notes", "C", 1.3),
+    ("POST /notes", "C", 1.3),
+]
+P99_OVER_P50_MAX = 3
+FLOOD_MAX = 5
+
+
+def target_checks(results, flood_ratio: float) -> list[str]:
+    """One line per target of issue 8, saying whether this run met it."""
+
+    def median(endpoint, side, key):
+        return statistics.median(r[key] for r in results[(endpoint, side)])
+
+    def line(text: str, met: bool) -> str:
+        return f"- {'met' if met else 'NOT MET'}: {text}"
+
+    lines = []
+    for endpoint, other, target in RATIO_TARGETS:
+        ratio = median(endpoint, "A", "rps") / median(endpoint, other, "rps")
+        lines.append(
+            line(f"{endpoint} A ÷ {other} {ratio:.2f}× (target ≥ {target}×)", ratio >= target)
+        )
+    spread = median("GET /notes", "A", "p99") / median("GET /notes", "A", "p50")
+    lines.append(
+        line(
+            f"GET /notes p99 {spread:.1f}× p50 (target ≤ {P99_OVER_P50_MAX}×)",
+            spread <= P99_OVER_P50_MAX,
+        )
+    )
+    lines.append(
+        line(
+            f"GET /notes p99 under a login flood {flood_ratio:.1f}× idle (target ≤ {FLOOD_MAX}×)",
+            flood_ratio <= FLOOD_MAX,
+        )
+    )
+    return lines
+
+
 def report(url, results, flood, counts, rss) -> None:
     rows = [
         "| endpoint | side | req/s | p50 ms | p99 ms | app CPU ms/req | PostgreSQL CPU ms/req "
@@ -499,6 +541,7 @@ def report(url, results, flood, counts, rss) -> None:
                 f"| {ratio['B']} | {ratio['C']} |"
             )
     flood_ratio = flood["flood_p99"] / flood["idle_p99"]
+    checks = target_checks(results, flood_ratio)
     connection = connect(url, "postgres")
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
@@ -525,6 +568,9 @@ def report(url, results, flood, counts, rss) -> None:
             f"GET /notes p99 at 4 connections: {flood['idle_p99']:.2f} ms idle, "
             f"{flood['flood_p99']:.2f} ms while 16 clients log in as fast as they can "
             f"({flood_ratio:.1f}× idle; target ≤ 5×).",
+            "",
+            "Targets (issue 8):",
+            *checks,
             END,
         ]
     )
