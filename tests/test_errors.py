@@ -377,3 +377,10 @@ def test_an_unknown_field_with_an_ordinary_name_is_still_named(client):
     assert assert_json_error(response, 422)["errors"] == {
         "json_or_form": {"remember_me": ["Unknown field."]}
     }
+
+
+def test_json_bodies_keep_sorted_keys_and_even_write_what_orjson_refuses(app):
+    assert app.json.dumps({"b": 1, "a": "ü"}) == '{"a":"ü","b":1}'
+    assert app.json.loads(app.json.dumps({"text": "lone \ud83d surrogate"})) == {
+        "text": "lone \ud83d surrogate"
+    }
