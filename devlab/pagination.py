@@ -1,6 +1,6 @@
 """Page-numbered lists: the query arguments, the metadata in the body, and the query itself."""
 
-from functools import cache
+from functools import lru_cache
 
 from marshmallow import Schema, fields, validate
 from sqlalchemy import Select, bindparam, func, select
@@ -86,7 +86,7 @@ def page_of(
     }
 
 
-@cache
+@lru_cache(maxsize=64)  # bounded, should a statement ever be built per request after all
 def _counted_page(statement: Select) -> Select:
     """`statement`'s page, with the count of all its rows on each row (statements compare by
     identity, so each one built at import gets its page query once)."""
