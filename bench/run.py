@@ -88,7 +88,10 @@ def main() -> int:
             flood = login_flood(sides["A"], token)
             counts = statement_counts(url, token)
             rss = {name: side.worker_rss_mb() for name, side in sides.items()}
-        report(url, results, flood, counts, rss)
+            # Before the clean-up: dropping the database waits for a checkpoint, which can
+            # take minutes on a busy disk.
+            report(url, results, flood, counts, rss)
+            print("make bench: stopping the servers, dropping the database", file=sys.stderr)
     except KeyboardInterrupt:
         print("make bench: interrupted; servers stopped, database dropped", file=sys.stderr)
         return 130
