@@ -7,9 +7,15 @@ kills the worker: TCP keepalives and tcp_user_timeout don't fire while something
 still acknowledges the packets. A deadline on each wait is not enough either: a gthread worker's
 thread stuck in a wait holds back the requests queued behind it, `/health` among them. With a
 2-second deadline, 24 clients on 2 workers of 4 threads waited up to 12 s for their 503, and
-`/health` up to 10 s. So silence is found out on the side:
+`/health` up to 10 s. Nor can any deadline tell a slow statement from a silent server. So
+PostgreSQL times its own work, and silence is found out on the side:
 
-- psycopg2 does all its waiting in `wait_with_deadline`. A wait unanswered for
+- Statements. Each connection a request uses carries statement_timeout =
+  DATABASE_TIMEOUT_SECONDS and lock_timeout = half that, set when it is checked out for other
+  work than it last did: in a server, once per connection, never a statement per request. A
+  slow statement ends with PostgreSQL's "canceling statement" (503), a wait for a row lock with
+  its "lock not available" (503 busy, see errors.py), and the connection stays usable.
+- Silence. psycopg2 does all its waiting in `wait_with_deadline`. A wait unanswered for
   SUSPECT_AFTER_SECONDS has the process probe the server, unless a probe began since the wait
   did: a new connection must have an answer to SELECT 1 within PROBE_SECONDS. An error is an
   answer too (a server that refuses fails requests at once by itself). Only if the probe hears
@@ -18,8 +24,15 @@ thread stuck in a wait holds back the requests queued behind it, `/health` among
   server, until a probe hears it again; while open, the first wait after every RETRY_SECONDS
   probes before it starts. A failed wait closes its connection, which SQLAlchemy takes as a
   disconnect, so the pool is replaced.
-- Each wait still gives up after DATABASE_TIMEOUT_SECONDS, on a connection attempt and on any
-  statement but a CLI command's (a migration may take minutes).
+- A last deadline, twice DATABASE_TIMEOUT_SECONDS, for the one connection that went silent while
+  the server still answers probes (a dropped NAT entry, say). Connection attempts get
+  DATABASE_TIMEOUT_SECONDS.
+
+A lock wait on a live server thus ends as "busy", not as an outage: PostgreSQL ends it by its
+own clock at a quarter of the last deadline, and the breaker opens only when a fresh connection
+hears nothing for half a second, nor any other wait of the process. Before, a lock timeout of
+75% raced the client's deadline on the whole statement, and lost when the statement spent a
+quarter of it before its lock wait or its answer came late.
 
 Measured with the outage proxy on a loaded 2-core machine (tests/test_outage.py): a black-holed
 server fails the requests in flight after 0.7 s, a `/health` queued behind them answers within
@@ -29,6 +42,9 @@ server one connection (6-11 ms median, 220 ms at worst under load), and only aft
 worker after the fork, and kept alive. The waits stay in Python: libpq's own bounds cannot see
 a black hole, and the wait callback cost no measurable throughput (634 against 598 requests a
 second, within noise).
+
+CLI commands (a migration may take minutes) get no statement or lock timeout and no deadline on
+their statements.
 """
 
 import math
@@ -55,7 +71,7 @@ PROBE_SECONDS = 0.5
 CHECK_EVERY_SECONDS = 0.05
 # While the server is silent, one wait in this many seconds probes it; errors.py's Retry-After.
 RETRY_SECONDS = 1
-LOCK_TIMEOUT_SET = "devlab.lock_timeout_ms"
+TIMEOUTS_SET = "devlab.timeouts_ms"
 IDLE_SINCE = "devlab.idle_since"
 # A connection that sat in the pool longer than this is pinged before a request uses it: the
 # server may have restarted or dropped it meanwhile. One busy enough to come back sooner is
@@ -152,7 +168,8 @@ def wait_with_deadline(connection) -> None:
     if breaker is None:
         _poll(connection, None)
         return
-    limit = current_app.config["DATABASE_TIMEOUT_SECONDS"]
+    timeout = current_app.config["DATABASE_TIMEOUT_SECONDS"]
+    limit = timeout if connection.status == extensions.STATUS_SETUP else 2 * timeout
     started = time.monotonic()
     breaker.check()
     while not _poll(connection, time.monotonic() + CHECK_EVERY_SECONDS):
@@ -200,37 +217,38 @@ def _note_when_idle(dbapi_connection, connection_record) -> None:
 
 
 def _ready_for_this_work(dbapi_connection, connection_record, _connection_proxy) -> None:
-    """Make sure a pooled connection still answers, and holds the lock timeout this work needs.
+    """Make sure a pooled connection still answers, and holds the timeouts this work needs.
 
     A connection idle for longer than PING_AFTER_IDLE_SECONDS is pinged first; if it no longer
     answers, the pool is told to replace it (DisconnectionError), so recovery after a restart
     of PostgreSQL costs nobody an error.
 
-    The lock timeout makes PostgreSQL itself end a wait for a row lock before our deadline
-    would. A request queued behind another's lock (two changes to one note, two refreshes of
-    one login) then gets a clean "lock not available" error, answered 503 as busy, instead of
-    a dropped connection reported as an outage. CLI commands (migrations) keep waiting. It is
-    set when a connection is checked out for other work than it last did, which in a server is
-    once per connection: a pooled connection a CLI command opened (the tests do that) must not
-    serve a request without the timeout, nor a request's connection a migration with it.
+    The statement and lock timeouts are the app's (see the module docstring); CLI commands keep
+    waiting. They are set when a connection is checked out for other work than it last did,
+    which in a server is once per connection: a pooled connection a CLI command opened (the
+    tests do that) must not serve a request without them, nor a request's a migration with them.
     """
     if not has_app_context():
         return
     idle_since = connection_record.info.pop(IDLE_SINCE, None)
-    if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
-        try:
+    pinging = idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS
+    timeout_ms = current_app.config["DATABASE_TIMEOUT_SECONDS"] * 1000 if _app_work() else 0
+    wanted = (timeout_ms, timeout_ms // 2)
+    setting = connection_record.info.get(TIMEOUTS_SET) != wanted
+    try:
+        if pinging:
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             dbapi_connection.rollback()
-        except psycopg2.Error as error:
-            raise DisconnectionError("The pooled connection no longer answers.") from error
-    wanted_ms = int(current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750) if _app_work() else 0
-    if connection_record.info.get(LOCK_TIMEOUT_SET) == wanted_ms:
-        return
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET lock_timeout = {wanted_ms}")
-    dbapi_connection.commit()
-    connection_record.info[LOCK_TIMEOUT_SET] = wanted_ms
+        if setting:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(
+                    f"SET statement_timeout = {wanted[0]}; SET lock_timeout = {wanted[1]}"
+                )
+            dbapi_connection.commit()
+    except psycopg2.Error as error:
+        raise DisconnectionError("The pooled connection no longer answers.") from error
+    connection_record.info[TIMEOUTS_SET] = wanted
 
 
 def _app_work() -> bool:

@@ -21,9 +21,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from devlab import create_app, db_timeout
-from devlab.errors import DATABASE_UNAVAILABLE
+from devlab.errors import DATABASE_BUSY, DATABASE_UNAVAILABLE
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_SETTINGS, Accounts
+from tests.locks import holding_lock
 from tests.servers import BIN, PROJECT, clean_env, gunicorn_serving
 from tests.tcp_proxy import TcpProxy
 from tests.test_serving import call
@@ -210,6 +211,13 @@ def sleepy_app():
         db.session.execute(text("SELECT pg_sleep(3)"))
         return {"slept": True}
 
+    @app.get("/sleep-then-lock/<int:note_id>")
+    def sleep_then_lock_in_a_request(note_id):
+        db.session.execute(
+            text("SELECT pg_sleep(0.35) FROM notes WHERE id = :id FOR UPDATE"), {"id": note_id}
+        )
+        return {"locked": True}
+
     @app.cli.command("sleep")
     def sleep_in_a_command():
         db.session.execute(text("SELECT pg_sleep(1.5)"))
@@ -227,6 +235,24 @@ def test_a_statement_outlasting_the_limit_in_a_request_answers_503(sleepy_app):
     assert response.status_code == 503
     assert response.get_json() == UNAVAILABLE
     assert 1 <= seconds < 3
+
+
+def test_a_lock_wait_that_begins_late_in_its_statement_still_answers_503_busy(
+    app, sleepy_app, accounts
+):
+    """PostgreSQL times the lock wait, and the statement, by its own clock: the client's waits
+    never decide for a live server. Work before the lock wait (here 0.35 s of the statement, on
+    a loaded machine a slow start) counts on the client's clock alone; with a 0.75 s lock timeout
+    under a 1 s deadline on that clock, as before, the request answered "unavailable"."""
+    headers = accounts.headers("alice")
+    note = app.test_client().post("/notes", json={"text": "x"}, headers=headers).get_json()
+
+    with holding_lock(app, "SELECT id FROM notes WHERE id = :id FOR UPDATE", id=note["id"]):
+        answers = answers_to(sleepy_app, [("get", f"/sleep-then-lock/{note['id']}", None)])
+
+    response, _ = next(iter(answers.values()))
+    assert response.status_code == 503
+    assert response.get_json()["message"] == DATABASE_BUSY
 
 
 def test_a_command_line_statement_may_outlast_the_limit(sleepy_app):
