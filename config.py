@@ -10,7 +10,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
 | DEVLAB_INSTANCE_PATH     | instance/ (project)     | folder of the SQLite file and dev JWT key |
-| DATABASE_TIMEOUT_SECONDS | 2                       | longest wait for PostgreSQL, see below    |
+| DATABASE_TIMEOUT_SECONDS | 2                       | longest statement of a request, see below |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
 | JWT_REFRESH_TOKEN_DAYS   | 14                      | lifetime of a refresh token               |
@@ -35,8 +35,9 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 In production the argon2id costs must reach one of OWASP's minimum settings (see
 `OWASP_ARGON2ID_MINIMUMS`); development and the tests may use cheaper ones.
 
-DATABASE_TIMEOUT_SECONDS bounds each connection attempt and each statement outside CLI commands
-(devlab/db_timeout.py); a request that finds PostgreSQL gone answers 503 within about twice that.
+DATABASE_TIMEOUT_SECONDS is PostgreSQL's statement_timeout for the app's work, not for CLI commands;
+a wait for a row lock ends at half of it, a connection attempt at all of it. A PostgreSQL that
+stops answering altogether is found out in under a second regardless (devlab/db_timeout.py).
 
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """

@@ -1,21 +1,55 @@
-"""A PostgreSQL that stops answering costs a request seconds, not a gunicorn worker.
+"""A PostgreSQL that stops answering costs a request under a second, and /health nothing.
 
-libpq bounds only its own connection attempts (connect_timeout), and nothing bounds a statement
-whose answer never comes. A server that accepts TCP and then says nothing (a hung host, a proxy
-or pooler whose upstream is gone) would hold the request until gunicorn kills the worker: TCP
-keepalives and tcp_user_timeout don't fire while something on the way still acknowledges the
-packets, and PostgreSQL's statement_timeout needs a server that is listening.
+libpq bounds only its own connection attempts (connect_timeout, 2 s at least), and nothing
+bounds a wait for an answer that never comes. A server that accepts TCP and then says nothing
+(a hung host, a proxy or pooler whose upstream is gone) would hold each request until gunicorn
+kills the worker: TCP keepalives and tcp_user_timeout don't fire while something on the way
+still acknowledges the packets. A deadline on each wait is not enough either: a gthread worker's
+thread stuck in a wait holds back the requests queued behind it, `/health` among them. With a
+2-second deadline, 24 clients on 2 workers of 4 threads waited up to 12 s for their 503, and
+`/health` up to 10 s. Nor can any deadline tell a slow statement from a silent server. So
+PostgreSQL times its own work, and silence is found out on the side:
 
-So psycopg2 does all its waiting in `wait_with_deadline`, which gives up after
-DATABASE_TIMEOUT_SECONDS on a connection attempt and on any statement but a CLI command's (a
-migration may take minutes). Giving up closes the connection: SQLAlchemy takes that as a
-disconnect and errors.py answers 503. A request that finds the database gone waits twice at
-most: for the ping of a pooled connection that sat idle (see `_ready_for_this_work`) or its
-first statement, and for one new connection.
+- Statements. Each connection a request uses carries statement_timeout =
+  DATABASE_TIMEOUT_SECONDS and lock_timeout = half that, set when it is checked out for other
+  work than it last did: in a server, once per connection, never a statement per request. A
+  slow statement ends with PostgreSQL's "canceling statement" (503), a wait for a row lock with
+  its "lock not available" (503 busy, see errors.py), and the connection stays usable.
+- Silence. psycopg2 does all its waiting in `wait_with_deadline`. A wait unanswered for
+  SUSPECT_AFTER_SECONDS has the process probe the server, unless a probe began since the wait
+  did: a new connection must have an answer to SELECT 1 within PROBE_SECONDS. An error is an
+  answer too (a server that refuses fails requests at once by itself). Only if the probe hears
+  nothing, and no other wait of the process had its answer meanwhile, does the `Breaker` open:
+  then every wait fails within CHECK_EVERY_SECONDS, in flight or new, without waiting on the
+  server, until a probe hears it again; while open, the first wait after every RETRY_SECONDS
+  probes before it starts. A failed wait closes its connection, which SQLAlchemy takes as a
+  disconnect, so the pool is replaced.
+- A last deadline, twice DATABASE_TIMEOUT_SECONDS, for the one connection that went silent while
+  the server still answers probes (a dropped NAT entry, say). Connection attempts get
+  DATABASE_TIMEOUT_SECONDS.
+
+A lock wait on a live server thus ends as "busy", not as an outage: PostgreSQL ends it by its
+own clock at a quarter of the last deadline, and the breaker opens only when a fresh connection
+hears nothing for half a second, nor any other wait of the process. Before, a lock timeout of
+75% raced the client's deadline on the whole statement, and lost when the statement spent a
+quarter of it before its lock wait or its answer came late.
+
+Measured with the outage proxy on a loaded 2-core machine (tests/test_outage.py): a black-holed
+server fails the requests in flight after 0.7 s, a `/health` queued behind them answers within
+0.75 s, and the 24 clients then get their 503s in 0.02-0.05 s (median). A probe costs a live
+server one connection (6-11 ms median, 220 ms at worst under load), and only after a wait took
+0.2 s. It runs in the waiting thread: a thread of its own would have to be started in each
+worker after the fork, and kept alive. The waits stay in Python: libpq's own bounds cannot see
+a black hole, and the wait callback cost no measurable throughput (634 against 598 requests a
+second, within noise).
+
+CLI commands (a migration may take minutes) get no statement or lock timeout and no deadline on
+their statements.
 """
 
 import math
 import select
+import threading
 import time
 
 import click
@@ -23,9 +57,26 @@ import psycopg2
 from flask import Flask, current_app, has_app_context
 from psycopg2 import extensions
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 
 from devlab.extensions import db
+
+BREAKER = "devlab.database_breaker"
+# A wait unanswered this long makes the process ask whether the server answers at all.
+SUSPECT_AFTER_SECONDS = 0.2
+# A new connection's SELECT 1 takes milliseconds on a live server, nearby and even busy.
+PROBE_SECONDS = 0.5
+# How soon a wait notices that another thread found the server silent.
+CHECK_EVERY_SECONDS = 0.05
+# While the server is silent, one wait in this many seconds probes it; errors.py's Retry-After.
+RETRY_SECONDS = 1
+TIMEOUTS_SET = "devlab.timeouts_ms"
+IDLE_SINCE = "devlab.idle_since"
+# A connection that sat in the pool longer than this is pinged before a request uses it: the
+# server may have restarted or dropped it meanwhile. One busy enough to come back sooner is
+# not, which spares nearly every request the round trip of SQLAlchemy's pool_pre_ping.
+PING_AFTER_IDLE_SECONDS = 2
 
 
 def init_app(app: Flask) -> None:
@@ -35,16 +86,129 @@ def init_app(app: Flask) -> None:
     extensions.set_wait_callback(wait_with_deadline)
     with app.app_context():
         engine = db.engine
+    app.extensions[BREAKER] = Breaker(engine)
     event.listen(engine, "checkin", _note_when_idle)
     event.listen(engine, "checkout", _ready_for_this_work)
 
 
-LOCK_TIMEOUT_SET = "devlab.lock_timeout_ms"
-IDLE_SINCE = "devlab.idle_since"
-# A connection that sat in the pool longer than this is pinged before a request uses it: the
-# server may have restarted or dropped it meanwhile. One busy enough to come back sooner is
-# not, which spares nearly every request the round trip of SQLAlchemy's pool_pre_ping.
-PING_AFTER_IDLE_SECONDS = 2
+class Breaker:
+    """Whether this process takes its PostgreSQL to be silent (open), and the probes that decide.
+
+    Per app, hence per engine: the tests run apps on other routes to the same server side by side.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._connect_args = engine.dialect.create_connect_args(engine.url)
+        self._lock = threading.Lock()
+        self.open = False
+        self._probing = False
+        self._probe_began = -math.inf
+        self.heard = -math.inf  # when a wait of this process last had its answer
+
+    def check(self, waiting_since: float | None = None) -> None:
+        """Raise if the server is taken to be silent; probe it first if a probe is due.
+
+        A probe is due while the breaker is open once every RETRY_SECONDS, and while it is
+        closed when a wait that began at `waiting_since` has seen no probe begin since.
+        """
+        if not self.open and waiting_since is None:
+            return  # nearly every wait: nothing to decide, no lock to take
+        began = time.monotonic()
+        with self._lock:
+            if self.open:
+                due = began - self._probe_began >= RETRY_SECONDS
+            else:
+                due = waiting_since is not None and self._probe_began < waiting_since
+            if self._probing or not due:
+                if self.open:
+                    raise psycopg2.OperationalError("PostgreSQL is silent; not waiting for it.")
+                return
+            self._probing, self._probe_began = True, began
+        silent = False
+        try:
+            silent = not _answers(self._connect_args)
+        finally:
+            with self._lock:
+                # An answer to any other wait meanwhile: busy, perhaps, but not silent.
+                silent = silent and self.heard < began
+                self._probing, was_open, self.open = False, self.open, silent
+        if silent and not was_open:
+            current_app.logger.error(
+                "PostgreSQL gave no answer within %s s: answering 503 at once meanwhile",
+                PROBE_SECONDS,
+            )
+        elif was_open and not silent:
+            current_app.logger.warning("PostgreSQL answers again")
+        if silent:
+            raise psycopg2.OperationalError(f"PostgreSQL gave no answer within {PROBE_SECONDS} s.")
+
+
+def _answers(connect_args: tuple[list, dict]) -> bool:
+    """Whether PostgreSQL says anything to a new connection's SELECT 1 within PROBE_SECONDS."""
+    args, kwargs = connect_args
+    until = time.monotonic() + PROBE_SECONDS
+    probe = None
+    try:
+        probe = psycopg2.connect(*args, **kwargs, async_=True)  # async: no wait callback
+        if not _poll(probe, until):
+            return False
+        cursor = probe.cursor()
+        cursor.execute("SELECT 1")
+        return _poll(probe, until)
+    except psycopg2.Error:
+        return True  # refused or turned away: not silent
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def wait_with_deadline(connection) -> None:
+    """psycopg2's wait callback: poll the connection until it is done or the wait must end."""
+    breaker = _breaker_for(connection)
+    if breaker is None:
+        _poll(connection, None)
+        return
+    timeout = current_app.config["DATABASE_TIMEOUT_SECONDS"]
+    limit = timeout if connection.status == extensions.STATUS_SETUP else 2 * timeout
+    started = time.monotonic()
+    breaker.check()
+    while not _poll(connection, time.monotonic() + CHECK_EVERY_SECONDS):
+        waited = time.monotonic() - started
+        if waited >= limit:
+            raise psycopg2.OperationalError(f"PostgreSQL did not answer within {limit} seconds.")
+        breaker.check(started if waited >= SUSPECT_AFTER_SECONDS else None)
+    breaker.heard = time.monotonic()
+
+
+def _poll(connection, until: float | None) -> bool:
+    """Drive the connection's current operation; False if `until` came first."""
+    while True:
+        state = connection.poll()
+        if state == extensions.POLL_OK:
+            return True
+        if state not in (extensions.POLL_READ, extensions.POLL_WRITE):
+            raise psycopg2.OperationalError(f"Unexpected state {state} from poll().")
+        poller = select.poll()
+        # Read the socket anew each time: libpq opens another one per address it tries.
+        poller.register(
+            connection.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT
+        )
+        if until is None:
+            poller.poll()
+            continue
+        remaining = until - time.monotonic()
+        if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
+            return False
+
+
+def _breaker_for(connection) -> Breaker | None:
+    """The breaker of the app whose wait this is, if the wait is bounded at all."""
+    if not has_app_context():
+        return None
+    breaker = current_app.extensions.get(BREAKER)  # None in another app (make bench has one)
+    if connection.status != extensions.STATUS_SETUP and not _app_work():
+        return None  # a CLI command's statement
+    return breaker
 
 
 def _note_when_idle(dbapi_connection, connection_record) -> None:
@@ -53,69 +217,38 @@ def _note_when_idle(dbapi_connection, connection_record) -> None:
 
 
 def _ready_for_this_work(dbapi_connection, connection_record, _connection_proxy) -> None:
-    """Make sure a pooled connection still answers, and holds the lock timeout this work needs.
+    """Make sure a pooled connection still answers, and holds the timeouts this work needs.
 
     A connection idle for longer than PING_AFTER_IDLE_SECONDS is pinged first; if it no longer
     answers, the pool is told to replace it (DisconnectionError), so recovery after a restart
     of PostgreSQL costs nobody an error.
 
-    The lock timeout makes PostgreSQL itself end a wait for a row lock before our deadline
-    would. A request queued behind another's lock (two changes to one note, two refreshes of
-    one login) then gets a clean "lock not available" error, answered 503 as busy, instead of
-    a dropped connection reported as an outage. CLI commands (migrations) keep waiting. It is
-    set when a connection is checked out for other work than it last did, which in a server is
-    once per connection: a pooled connection a CLI command opened (the tests do that) must not
-    serve a request without the timeout, nor a request's connection a migration with it.
+    The statement and lock timeouts are the app's (see the module docstring); CLI commands keep
+    waiting. They are set when a connection is checked out for other work than it last did,
+    which in a server is once per connection: a pooled connection a CLI command opened (the
+    tests do that) must not serve a request without them, nor a request's a migration with them.
     """
     if not has_app_context():
         return
     idle_since = connection_record.info.pop(IDLE_SINCE, None)
-    if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
-        try:
+    pinging = idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS
+    timeout_ms = current_app.config["DATABASE_TIMEOUT_SECONDS"] * 1000 if _app_work() else 0
+    wanted = (timeout_ms, timeout_ms // 2)
+    setting = connection_record.info.get(TIMEOUTS_SET) != wanted
+    try:
+        if pinging:
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             dbapi_connection.rollback()
-        except psycopg2.Error as error:
-            raise DisconnectionError("The pooled connection no longer answers.") from error
-    wanted_ms = int(current_app.config["DATABASE_TIMEOUT_SECONDS"] * 750) if _app_work() else 0
-    if connection_record.info.get(LOCK_TIMEOUT_SET) == wanted_ms:
-        return
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET lock_timeout = {wanted_ms}")
-    dbapi_connection.commit()
-    connection_record.info[LOCK_TIMEOUT_SET] = wanted_ms
-
-
-def wait_with_deadline(connection) -> None:
-    """psycopg2's wait callback: poll the connection until it is done, or out of time."""
-    limit = _limit_for(connection)
-    deadline = None if limit is None else time.monotonic() + limit
-    while True:
-        state = connection.poll()
-        if state == extensions.POLL_OK:
-            return
-        if state not in (extensions.POLL_READ, extensions.POLL_WRITE):
-            raise psycopg2.OperationalError(f"Unexpected state {state} from poll().")
-        poller = select.poll()
-        # Read the socket anew each time: libpq opens another one per address it tries.
-        poller.register(
-            connection.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT
-        )
-        if deadline is None:
-            poller.poll()
-            continue
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
-            raise psycopg2.OperationalError(f"PostgreSQL did not answer within {limit} seconds.")
-
-
-def _limit_for(connection) -> int | None:
-    if not has_app_context() or "DATABASE_TIMEOUT_SECONDS" not in current_app.config:
-        return None  # no app, or another app than DevLab in this process (make bench does that)
-    connecting = connection.status == extensions.STATUS_SETUP
-    if connecting or _app_work():
-        return current_app.config["DATABASE_TIMEOUT_SECONDS"]
-    return None
+        if setting:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(
+                    f"SET statement_timeout = {wanted[0]}; SET lock_timeout = {wanted[1]}"
+                )
+            dbapi_connection.commit()
+    except psycopg2.Error as error:
+        raise DisconnectionError("The pooled connection no longer answers.") from error
+    connection_record.info[TIMEOUTS_SET] = wanted
 
 
 def _app_work() -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolExhausted
 from werkzeug.exceptions import HTTPException
 
+from devlab.db_timeout import RETRY_SECONDS
 from devlab.extensions import db
 from devlab.models import CONFLICT_MESSAGES
 
@@ -49,7 +50,10 @@ def database_error_response(error: SQLAlchemyError):
         if getattr(error.orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
             return error_response(503, DATABASE_BUSY, headers={"Retry-After": "1"})
         current_app.logger.warning("Database unavailable: %s", type(error.orig).__name__)
-        return error_response(503, DATABASE_UNAVAILABLE)
+        # As often as a worker that found PostgreSQL silent probes it again (db_timeout.py).
+        return error_response(
+            503, DATABASE_UNAVAILABLE, headers={"Retry-After": str(RETRY_SECONDS)}
+        )
     current_app.logger.exception("Database error")
     return error_response(500, "Internal server error.")
 

@@ -45,19 +45,19 @@ def clean_env(**settings: str) -> dict:
 
 @contextmanager
 def gunicorn_serving(log: Path, **settings: str):
-    """gunicorn on the test database with cheap hashing and `settings`; yields its base URL.
+    """gunicorn on the test database with cheap hashing, unless `settings` say otherwise;
+    yields its base URL.
 
     The server's output goes to `log`. It is stopped on the way out, whatever happened.
     """
     port = free_port()
-    env = clean_env(
-        DATABASE_URL=TEST_DATABASE_URL,
-        PORT=str(port),
-        ARGON2_TIME_COST="1",
-        ARGON2_MEMORY_KIB="8",
-        ARGON2_PARALLELISM="1",
-        **settings,
-    )
+    defaults = {
+        "DATABASE_URL": TEST_DATABASE_URL,
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "8",
+        "ARGON2_PARALLELISM": "1",
+    }
+    env = clean_env(**(defaults | settings), PORT=str(port))
     with log.open("w") as output:
         server = subprocess.Popen(
             [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
