@@ -22,6 +22,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
+| GUNICORN_THREADS         | 4                       | threads per worker (gunicorn.conf.py)     |
 | RATELIMIT_ENABLED        | 1                       | 0 turns every rate limit off              |
 | RATELIMIT_STORAGE_URI    | memory://               | redis://host:6379/0 shares limits         |
 | RATELIMIT_LOGIN          | 10 per minute           | logins per client address                 |
@@ -275,6 +276,9 @@ class Config:
     ARGON2_TIME_COST = _int_from_env("ARGON2_TIME_COST", 3, minimum=1)
     ARGON2_MEMORY_KIB = _int_from_env("ARGON2_MEMORY_KIB", 65536, minimum=8)
     ARGON2_PARALLELISM = _int_from_env("ARGON2_PARALLELISM", 4, minimum=1)
+
+    # Threads per worker: gunicorn.conf.py serves with this many.
+    GUNICORN_THREADS = _int_from_env("GUNICORN_THREADS", 4, minimum=1)
 
     # Flask-Limiter reads RATELIMIT_ENABLED, RATELIMIT_STORAGE_URI and RATELIMIT_STORAGE_OPTIONS;
     # devlab/ratelimit.py reads the limits themselves, and the same storage settings.

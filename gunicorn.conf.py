@@ -1,5 +1,5 @@
-"""gunicorn settings; PORT, HOST, WEB_CONCURRENCY and GUNICORN_THREADS come from the environment
-or `.env`."""
+"""gunicorn settings; PORT, HOST and WEB_CONCURRENCY come from the environment or `.env`, and
+the threads per worker from config.py (GUNICORN_THREADS), which the app reads too."""
 
 import os
 
@@ -9,13 +9,16 @@ from dotenv import load_dotenv
 if not os.environ.get("FLASK_SKIP_DOTENV"):
     load_dotenv()
 
+# After load_dotenv: Config reads the environment when imported.
+from config import Config
+
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8005')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads, so that a few clients sending their request slowly cannot occupy every worker.
 # In production, a buffering reverse proxy in front (nginx, a cloud load balancer) is still
 # the real defence against slow clients.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = Config.GUNICORN_THREADS
 timeout = 30
 # gunicorn answers a request line over this many bytes itself, with a 414 in HTML. Its default
 # (4094) took query strings the app must answer, such as a page number of 5,000 digits (a JSON
