@@ -19,6 +19,7 @@ from devlab import (
     headers,
     health,
     notes,
+    passwords,
     ratelimit,
     request_body,
 )
@@ -84,6 +85,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     finalize_config(app.config, app.instance_path)
 
     request_body.init_app(app)
+    passwords.init_app(app)
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:
         # Believe X-Forwarded-For only as far as our own proxies wrote it.

@@ -9,13 +9,26 @@ hash is (even none, for an unknown username), so that timing tells nobody which 
 exist. The exceptions are hashes not upgraded yet: a bcrypt hash costs a bcrypt check, and an
 argon2 hash with other costs a verification at those costs.
 
+Each worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once. An argon2id hash at
+the default costs takes 64 MiB, and its lanes run in threads of their own, outside the GIL: a
+burst of logins hashing at once would take every core, and every thread of the worker, from
+everything else. So further hashes queue, first come first served; as a request waiting for a
+slot still holds its own thread, hashing and queueing together take at most GUNICORN_THREADS - 1
+threads, so one is always free for other requests. A request that finds the queue full, or waits
+PASSWORD_HASHING_WAIT_SECONDS without a slot, raises `HashingBusy` (errors.py: 503 with
+Retry-After). The decoy verification queues like a real one, so an unknown username waits the
+same; each public function here takes one slot for all the hashing it does.
+
 New passwords must not be among the 10,000 most common (devlab/data/common-passwords.txt, from
 zxcvbn; COMMON-PASSWORDS-SOURCE.txt there names the source and its licence), in any case.
 """
 
 import base64
 import secrets
-from contextlib import suppress
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 
@@ -23,11 +36,12 @@ import bcrypt
 from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION
-from flask import current_app
+from flask import Flask, current_app
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX_BYTES = 72
 ARGON2ID_PREFIX = "$argon2id$"
+BUDGET_KEY = "devlab.hashing_budget"
 
 
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt"
@@ -41,6 +55,69 @@ def _common_passwords() -> frozenset[str]:
 def is_common(password: str) -> bool:
     """Whether `password` is one of the 10,000 most common passwords, in any case."""
     return password.lower() in _common_passwords()
+
+
+class HashingBusy(Exception):
+    """No hashing slot came free: the queue was full, or the wait too long."""
+
+
+class _Turn:
+    granted = False
+
+
+class HashingBudget:
+    """At most `concurrency` hashes at once in this process; up to `queue` more callers wait
+    for a slot, in order of arrival, each for at most `wait_seconds`."""
+
+    def __init__(self, concurrency: int, queue: int, wait_seconds: float) -> None:
+        self.concurrency, self.queue, self.wait_seconds = concurrency, queue, wait_seconds
+        self.hashing = 0
+        self._waiting: deque[_Turn] = deque()
+        self._changed = threading.Condition()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._changed:
+            if self.hashing < self.concurrency and not self._waiting:
+                self.hashing += 1
+            elif len(self._waiting) >= self.queue:
+                raise HashingBusy
+            else:
+                turn = _Turn()
+                self._waiting.append(turn)
+                if not self._changed.wait_for(lambda: turn.granted, self.wait_seconds):
+                    self._waiting.remove(turn)
+                    raise HashingBusy
+        try:
+            yield
+        finally:
+            with self._changed:
+                if self._waiting:
+                    # Handed straight to the first in line, so no newcomer overtakes it.
+                    self._waiting.popleft().granted = True
+                    self._changed.notify_all()
+                else:
+                    self.hashing -= 1
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its hashing budget, shared by the threads of this worker process."""
+    config = app.config
+    threads, concurrency = config["GUNICORN_THREADS"], config["PASSWORD_HASHING_CONCURRENCY"]
+    app.extensions[BUDGET_KEY] = HashingBudget(
+        concurrency,
+        queue=max(threads - 1, concurrency) - concurrency,
+        wait_seconds=config["PASSWORD_HASHING_WAIT_SECONDS"],
+    )
+
+
+def hashing_slot():
+    """Hold one of this worker's hashing slots for the block; raise HashingBusy if none comes."""
+    return current_app.extensions[BUDGET_KEY].slot()
 
 
 def _hasher() -> PasswordHasher:
@@ -57,11 +134,17 @@ def _hasher() -> PasswordHasher:
 
 
 def hash_password(password: str) -> str:
-    return _hasher().hash(password)
+    with hashing_slot():
+        return _hasher().hash(password)
 
 
 def verify_password(hashed: str, password: str) -> bool:
     """Whether `password` is the one `hashed` was made from; a hash we cannot read matches none."""
+    with hashing_slot():
+        return _verify(hashed, password)
+
+
+def _verify(hashed: str, password: str) -> bool:
     if hashed.startswith(BCRYPT_PREFIXES):
         return _verify_bcrypt(hashed, password)
     if _is_argon2(hashed):
@@ -71,7 +154,7 @@ def verify_password(hashed: str, password: str) -> bool:
             return False
         except (VerificationError, InvalidHashError):
             pass  # refused before any hashing was done
-    spend_verification_time(password)
+    _spend_verification_time(password)
     return False
 
 
@@ -91,12 +174,12 @@ def _verify_bcrypt(hashed: str, password: str) -> bool:
     if len(attempt) > BCRYPT_MAX_BYTES:
         # bcrypt reads 72 bytes at most (bcrypt 4.1 and later raise instead). Never truncate:
         # that would let in anything that starts with the 72 bytes of the real password.
-        spend_verification_time(password)
+        _spend_verification_time(password)
         return False
     try:
         return bcrypt.checkpw(attempt, hashed.encode("ascii"))
     except ValueError:  # a malformed cost or salt, or a hash that is not ASCII
-        spend_verification_time(password)
+        _spend_verification_time(password)
         return False
 
 
@@ -110,8 +193,13 @@ def needs_rehash(hashed: str) -> bool:
 def spend_verification_time(password: str) -> None:
     """Verify `password` against a hash that nothing matches, at the configured argon2id costs.
 
-    An unknown username then costs as much as a known one with a wrong password.
+    An unknown username then costs as much as a known one with a wrong password, queue included.
     """
+    with hashing_slot():
+        _spend_verification_time(password)
+
+
+def _spend_verification_time(password: str) -> None:
     with suppress(VerifyMismatchError):
         _hasher().verify(_decoy_hash(), password)
 
