@@ -40,9 +40,9 @@ In production the argon2id costs must reach one of OWASP's minimum settings (see
 DATABASE_TIMEOUT_SECONDS bounds each connection attempt and each statement outside CLI commands
 (devlab/db_timeout.py); a request that finds PostgreSQL gone answers 503 within about twice that.
 
-A worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once; further requests that
-hash wait for a slot, but hashing and waiting together never take more than GUNICORN_THREADS - 1
-of a worker's threads (devlab/passwords.py).
+A worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once, at a lower CPU priority;
+further requests that hash wait for a slot, but hashing and waiting together never take more
+than GUNICORN_THREADS - 1 of a worker's threads (devlab/passwords.py).
 
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """

@@ -9,25 +9,30 @@ hash is (even none, for an unknown username), so that timing tells nobody which 
 exist. The exceptions are hashes not upgraded yet: a bcrypt hash costs a bcrypt check, and an
 argon2 hash with other costs a verification at those costs.
 
-Each worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once. An argon2id hash at
-the default costs takes 64 MiB, and its lanes run in threads of their own, outside the GIL: a
-burst of logins hashing at once would take every core, and every thread of the worker, from
-everything else. So further hashes queue, first come first served; as a request waiting for a
-slot still holds its own thread, hashing and queueing together take at most GUNICORN_THREADS - 1
-threads, so one is always free for other requests. A request that finds the queue full, or waits
-PASSWORD_HASHING_WAIT_SECONDS without a slot, raises `HashingBusy` (errors.py: 503 with
-Retry-After). The decoy verification queues like a real one, so an unknown username waits the
-same; each public function here takes one slot for all the hashing it does.
+Each worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once, on threads of its
+own. An argon2id hash at the default costs takes 64 MiB, and its lanes run in threads of their
+own, outside the GIL: a burst of logins hashing at once would take every core, and every thread
+of the worker, from everything else. So the hashing threads run at a lower CPU priority (nice
++10, on Linux, where argon2's lane threads inherit it from them), and further hashes queue, first
+come first served; as a request waiting for a slot still holds its own thread, hashing and
+queueing together take at most GUNICORN_THREADS - 1 threads, so one is always free for other
+requests. A request that finds the queue full, or waits PASSWORD_HASHING_WAIT_SECONDS without a
+slot, raises `HashingBusy` (errors.py: 503 with Retry-After). The decoy verification queues like
+a real one, so an unknown username waits the same; each public function here takes one slot for
+all the hashing it does.
 
 New passwords must not be among the 10,000 most common (devlab/data/common-passwords.txt, from
 zxcvbn; COMMON-PASSWORDS-SOURCE.txt there names the source and its licence), in any case.
 """
 
 import base64
+import os
 import secrets
+import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
@@ -42,6 +47,8 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX_BYTES = 72
 ARGON2ID_PREFIX = "$argon2id$"
 BUDGET_KEY = "devlab.hashing_budget"
+# Added to the nice value of the threads that hash: other requests' CPU comes first.
+HASHING_NICENESS = 10
 
 
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt"
@@ -74,6 +81,10 @@ class HashingBudget:
         self.hashing = 0
         self._waiting: deque[_Turn] = deque()
         self._changed = threading.Condition()
+        # Its threads start on first use: in the worker, even if the app was made before a fork.
+        self._threads = ThreadPoolExecutor(
+            concurrency, thread_name_prefix="hashing", initializer=_lower_priority
+        )
 
     @property
     def waiting(self) -> int:
@@ -103,6 +114,17 @@ class HashingBudget:
                 else:
                     self.hashing -= 1
 
+    def run(self, work: Callable, *args):
+        """Run `work` on one of the hashing threads, for a caller that holds a slot."""
+        return self._threads.submit(work, *args).result()
+
+
+def _lower_priority() -> None:
+    """Lower this hashing thread's CPU priority; argon2's lane threads, started from it,
+    inherit it."""
+    if sys.platform == "linux":  # nice values are per thread there, per process elsewhere
+        os.nice(HASHING_NICENESS)
+
 
 def init_app(app: Flask) -> None:
     """Give the app its hashing budget, shared by the threads of this worker process."""
@@ -120,6 +142,11 @@ def hashing_slot():
     return current_app.extensions[BUDGET_KEY].slot()
 
 
+def _hashed(work: Callable, *args):
+    """What `work` returns, computed on a hashing thread (the caller holds a slot)."""
+    return current_app.extensions[BUDGET_KEY].run(work, *args)
+
+
 def _hasher() -> PasswordHasher:
     extensions = current_app.extensions
     if "devlab.password_hasher" not in extensions:
@@ -135,7 +162,7 @@ def _hasher() -> PasswordHasher:
 
 def hash_password(password: str) -> str:
     with hashing_slot():
-        return _hasher().hash(password)
+        return _hashed(_hasher().hash, password)
 
 
 def verify_password(hashed: str, password: str) -> bool:
@@ -149,7 +176,7 @@ def _verify(hashed: str, password: str) -> bool:
         return _verify_bcrypt(hashed, password)
     if _is_argon2(hashed):
         try:
-            return _hasher().verify(hashed, password)
+            return _hashed(_hasher().verify, hashed, password)
         except VerifyMismatchError:
             return False
         except (VerificationError, InvalidHashError):
@@ -177,7 +204,7 @@ def _verify_bcrypt(hashed: str, password: str) -> bool:
         _spend_verification_time(password)
         return False
     try:
-        return bcrypt.checkpw(attempt, hashed.encode("ascii"))
+        return _hashed(bcrypt.checkpw, attempt, hashed.encode("ascii"))
     except ValueError:  # a malformed cost or salt, or a hash that is not ASCII
         _spend_verification_time(password)
         return False
@@ -201,7 +228,7 @@ def spend_verification_time(password: str) -> None:
 
 def _spend_verification_time(password: str) -> None:
     with suppress(VerifyMismatchError):
-        _hasher().verify(_decoy_hash(), password)
+        _hashed(_hasher().verify, _decoy_hash(), password)
 
 
 def _decoy_hash() -> str:

@@ -5,6 +5,8 @@ The apps here are built with the bound they test (the session app hashes without
 a slot from the test makes requests really queue; hashing is real argon2id at the test costs.
 """
 
+import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +106,28 @@ def test_a_worker_hashes_no_more_passwords_at_once_than_the_setting(bounded, acc
 
     assert statuses == [200] * 3 + [401] * 4 + [201]
     assert most[0] == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="nice values are per thread on Linux only")
+def test_passwords_are_hashed_at_a_lower_cpu_priority_than_requests_run(
+    bounded, accounts, monkeypatch
+):
+    """argon2's lane threads start from the hashing thread, and inherit its priority."""
+    accounts.signup("alice")
+    app = bounded()
+    seen = []
+    verify = PasswordHasher.verify
+
+    def recording_verify(self, hash, password):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", recording_verify)
+    requests_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert login(app).status_code == 200
+
+    assert seen == [min(requests_nice + passwords.HASHING_NICENESS, 19)]
 
 
 def test_a_login_queued_for_a_hashing_slot_succeeds_once_one_is_free(bounded, accounts):
