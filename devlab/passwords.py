@@ -90,6 +90,11 @@ class HashingBudget:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def full(self) -> bool:
+        """Whether a hash asked for now would be refused; the answer may change at once."""
+        return self.hashing >= self.concurrency and len(self._waiting) >= self.queue
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         with self._changed:
@@ -140,6 +145,17 @@ def init_app(app: Flask) -> None:
 def hashing_slot():
     """Hold one of this worker's hashing slots for the block; raise HashingBusy if none comes."""
     return current_app.extensions[BUDGET_KEY].slot()
+
+
+def refuse_if_hashing_is_full() -> None:
+    """Raise HashingBusy now if a hash would find the queue full.
+
+    For work before the hash, such as a login's user lookup: in a flood of logins, those bound
+    to be refused cost no database query. The queue may fill meanwhile; the hash is then
+    refused as usual.
+    """
+    if current_app.extensions[BUDGET_KEY].full:
+        raise HashingBusy
 
 
 def _hashed(work: Callable, *args):

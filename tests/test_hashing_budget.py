@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from argon2 import PasswordHasher
 
+from bench.statements import counting_statements
 from config import ConfigError
 from devlab import create_app, passwords
 from devlab.errors import HASHING_BUSY
@@ -193,6 +194,20 @@ def test_a_login_that_finds_the_queue_full_answers_503_at_once(bounded, accounts
     assert waiting == 2
     assert refused.result().status_code == 503
     assert statuses == [200, 200]
+
+
+def test_a_login_refused_because_the_queue_is_full_sends_no_sql(bounded, accounts):
+    """In a flood, the logins bound to be refused are refused before the user lookup."""
+    accounts.signup("alice")
+    app = bounded(concurrency=1, threads=1)  # one thread: nobody may wait for the slot
+    with app.app_context():
+        engine = db.engine
+
+    with budget_of(app).slot(), counting_statements(engine) as statements:
+        response = login(app)
+
+    assert response.status_code == 503
+    assert statements == []
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from devlab.blueprint import Blueprint
 from devlab.errors import DATABASE_UNAVAILABLE, HASHING_BUSY
 from devlab.extensions import db
 from devlab.models import User
-from devlab.passwords import HashingBusy, spend_verification_time
+from devlab.passwords import HashingBusy, refuse_if_hashing_is_full, spend_verification_time
 from devlab.ratelimit import (
     LOGIN_FAILURES,
     PASSWORD_FAILURES,
@@ -92,6 +92,7 @@ class Login(MethodView):
         username and a deactivated account all get the same answer.
         """
         username, password = credentials["username"], credentials["password"]
+        refuse_if_hashing_is_full()  # before the lookup: a flood's surplus logins cost no query
         user = User.by_username(username)
         # Reserved before the password is checked, given back if it is right: only failures
         # count, and a burst cannot check more passwords than the limit allows. Also reserved
