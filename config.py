@@ -22,6 +22,8 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | ARGON2_TIME_COST         | 3                       | argon2id iterations                       |
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
+| GUNICORN_THREADS         | 4                       | threads per worker (gunicorn.conf.py)     |
+| PASSWORD_HASHING_CONCURRENCY | 1                   | password hashes per worker at once        |
 | RATELIMIT_ENABLED        | 1                       | 0 turns every rate limit off              |
 | RATELIMIT_STORAGE_URI    | memory://               | redis://host:6379/0 shares limits         |
 | RATELIMIT_LOGIN          | 10 per minute           | logins per client address                 |
@@ -38,6 +40,10 @@ In production the argon2id costs must reach one of OWASP's minimum settings (see
 DATABASE_TIMEOUT_SECONDS is PostgreSQL's statement_timeout for the app's work, not for CLI commands;
 a wait for a row lock ends at half of it, a connection attempt at all of it. A PostgreSQL that
 stops answering altogether is found out in under a second regardless (devlab/db_timeout.py).
+
+A worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once, at a lower CPU priority;
+further requests that hash wait for a slot, but hashing and waiting together never take more
+than GUNICORN_THREADS - 1 of a worker's threads (devlab/passwords.py).
 
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 """
@@ -161,6 +167,7 @@ def finalize_config(config: dict, instance_path: str) -> None:
     # PostgreSQL is away and recover when it returns.
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
     check_argon2_costs(config)
+    check_hashing_concurrency(config)
     check_rate_limits(config)
     config["CORS_ORIGINS"] = parse_origins(config["CORS_ORIGINS"])
 
@@ -183,6 +190,16 @@ def check_argon2_costs(config: dict) -> None:
             f"ARGON2_MEMORY_KIB={memory_kib} with ARGON2_TIME_COST={time_cost} is below OWASP's "
             f"minimum for argon2id, which production requires: with this time cost use at least "
             f"{floor} KiB (OWASP's settings: {settings} iterations)."
+        )
+
+
+def check_hashing_concurrency(config: dict) -> None:
+    """Refuse a hashing concurrency that could take every thread of a worker."""
+    threads, concurrency = config["GUNICORN_THREADS"], config["PASSWORD_HASHING_CONCURRENCY"]
+    if concurrency > max(threads - 1, 1):
+        raise ConfigError(
+            f"PASSWORD_HASHING_CONCURRENCY must leave one of the GUNICORN_THREADS ({threads}) "
+            f"of a worker for other requests: at most {max(threads - 1, 1)}, not {concurrency}."
         )
 
 
@@ -276,6 +293,16 @@ class Config:
     ARGON2_TIME_COST = _int_from_env("ARGON2_TIME_COST", 3, minimum=1)
     ARGON2_MEMORY_KIB = _int_from_env("ARGON2_MEMORY_KIB", 65536, minimum=8)
     ARGON2_PARALLELISM = _int_from_env("ARGON2_PARALLELISM", 4, minimum=1)
+
+    # Threads per worker: gunicorn.conf.py serves with this many, and the hashing bound keeps
+    # one of them free for other requests.
+    GUNICORN_THREADS = _int_from_env("GUNICORN_THREADS", 4, minimum=1)
+    # One hash's lanes (ARGON2_PARALLELISM threads of their own, outside the GIL) already fill
+    # 2 cores, so more at once add latency and memory rather than throughput; bench/run.py
+    # measures GET /notes while logins flood in.
+    PASSWORD_HASHING_CONCURRENCY = _int_from_env("PASSWORD_HASHING_CONCURRENCY", 1, minimum=1)
+    # A request that has waited this long for a hashing slot answers 503 with Retry-After.
+    PASSWORD_HASHING_WAIT_SECONDS = 5
 
     # Flask-Limiter reads RATELIMIT_ENABLED, RATELIMIT_STORAGE_URI and RATELIMIT_STORAGE_OPTIONS;
     # devlab/ratelimit.py reads the limits themselves, and the same storage settings.

@@ -1,5 +1,5 @@
-"""gunicorn settings; PORT, HOST, WEB_CONCURRENCY and GUNICORN_THREADS come from the environment
-or `.env`."""
+"""gunicorn settings; PORT, HOST and WEB_CONCURRENCY come from the environment or `.env`, and
+the threads per worker from config.py (GUNICORN_THREADS), which the app reads too."""
 
 import os
 
@@ -9,6 +9,9 @@ from dotenv import load_dotenv
 if not os.environ.get("FLASK_SKIP_DOTENV"):
     load_dotenv()
 
+# After load_dotenv: Config reads the environment when imported.
+from config import Config
+
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8005')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads (gthread, 2 x 4 by default), not gunicorn's sync workers: a few clients sending their
@@ -17,7 +20,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # others to answer /health. In production, a buffering reverse proxy in front (nginx, a cloud
 # load balancer) is still the real defence against slow clients.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = Config.GUNICORN_THREADS
 # No keep-alive: a connection carries one request. A gthread worker accepts every connection
 # waiting when it wakes and keeps a kept-alive one for good, so one worker could hold nearly
 # all of a busy client's connections while the other idled: under wrk's 32 kept-alive

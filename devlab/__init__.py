@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, RequestRedirect
 
 from config import Config, finalize_config
-from devlab import cli, db_timeout, docs, headers, ratelimit, request_body
+from devlab import cli, db_timeout, docs, headers, passwords, ratelimit, request_body
 from devlab.admin import routes as admin_routes
 from devlab.audit import routes as audit_routes
 from devlab.audit import trail
@@ -106,6 +106,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     finalize_config(app.config, app.instance_path)
 
     request_body.init_app(app)
+    passwords.init_app(app)
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:
         # Believe X-Forwarded-For only as far as our own proxies wrote it.

@@ -1,7 +1,8 @@
 """The one JSON error shape, `{code, status, message[, errors]}`, for every failure.
 
-flask-smorest's aborts and validation errors, werkzeug's routing errors, database errors and
-anything unexpected all leave through here; no exception text ever reaches a client.
+flask-smorest's aborts and validation errors, werkzeug's routing errors, database errors, a full
+password-hashing queue and anything unexpected all leave through here; no exception text ever
+reaches a client.
 """
 
 from http import HTTPStatus
@@ -14,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from devlab.db_timeout import RETRY_SECONDS
 from devlab.extensions import db
 from devlab.models import CONFLICT_MESSAGES
+from devlab.passwords import HashingBusy
 
 UNREADABLE_INPUT = {400: "The request body could not be read (malformed JSON?)."}
 BODY_TOO_LARGE = "The request body is larger than 1 MiB."
@@ -25,6 +27,7 @@ PLAIN_MESSAGES = {404: NOT_FOUND, 413: BODY_TOO_LARGE}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 DATABASE_BUSY = "Another change to the same data is under way; try again."
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout ran out
+HASHING_BUSY = "Too many passwords are being checked at the moment; try again shortly."
 
 
 def error_response(status: int, message: str, *, errors: dict | None = None, headers=None):
@@ -67,6 +70,11 @@ def conflict_message(error: IntegrityError) -> str:
     return "The request conflicts with existing data."
 
 
+def hashing_busy_response(_error: HashingBusy):
+    """Answer a request that found no password-hashing slot free (devlab/passwords.py)."""
+    return error_response(503, HASHING_BUSY, headers={"Retry-After": "1"})
+
+
 def handle_http_exception(error: HTTPException):
     data = getattr(error, "data", None) or {}
     errors = data.get("errors") or data.get("messages")
@@ -91,4 +99,5 @@ def register_error_handlers(app: Flask) -> None:
     # Replaces flask-smorest's handler, which leaves out `message` on plain HTTP errors.
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(SQLAlchemyError, database_error_response)
+    app.register_error_handler(HashingBusy, hashing_busy_response)
     app.register_error_handler(Exception, handle_unexpected_exception)

@@ -46,7 +46,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import redis
@@ -148,6 +149,16 @@ class Reservation:
     def give_back(self) -> None:
         if self.store is not None:
             self.store.release(self.key, self.slot)
+
+    @contextmanager
+    def given_back_on(self, *errors: type[Exception]) -> Iterator[None]:
+        """Give the slot back if the block raises one of `errors`: work refused before it was
+        done (no hashing slot free) is no attempt."""
+        try:
+            yield
+        except errors:
+            self.give_back()
+            raise
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ TEST_SETTINGS = {
     # Tests that are not about rate limits log in as often as they like; test_ratelimit.py
     # turns limits on in apps of its own.
     "RATELIMIT_ENABLED": False,
+    # Likewise they hash as much at once as they like; test_passwords.py bounds it in its own.
+    "GUNICORN_THREADS": 64,
+    "PASSWORD_HASHING_CONCURRENCY": 32,
 }
 PASSWORD = "correct horse battery staple"
 

@@ -17,13 +17,19 @@ import pytest
 import redis
 
 from config import Config, ConfigError
-from devlab import create_app
+from devlab import create_app, passwords
 from devlab.audit.trail import pseudonym
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS
 from tests.servers import free_port, gunicorn_serving
 
 WRONG_PASSWORD = "not the password at all 123"
+# One hashing slot, and room in its queue for a moment's wait: a request queues, then answers 503.
+ONE_SLOT_SHORT_WAIT = {
+    "GUNICORN_THREADS": 4,
+    "PASSWORD_HASHING_CONCURRENCY": 1,
+    "PASSWORD_HASHING_WAIT_SECONDS": 0.05,
+}
 
 
 @pytest.fixture
@@ -176,6 +182,19 @@ def test_successful_logins_do_not_count_as_failed_ones(limited, accounts):
     assert successes == [200] * 4
     assert failures == [401, 401]
     assert response.status_code == 429
+
+
+def test_a_login_refused_for_want_of_a_hashing_slot_is_no_failed_attempt(limited, accounts):
+    limited_app = limited(RATELIMIT_LOGIN_FAILURES="1 per 15 minutes", **ONE_SLOT_SHORT_WAIT)
+    client = limited_app.test_client()
+    accounts.signup("alice")
+
+    with limited_app.extensions[passwords.BUDGET_KEY].slot():
+        refused = [login(client, password=WRONG_PASSWORD).status_code for _ in range(3)]
+
+    assert refused == [503] * 3
+    assert login(client, password=WRONG_PASSWORD).status_code == 401
+    assert login(client, password=WRONG_PASSWORD).status_code == 429
 
 
 def test_signups_over_the_address_limit_answer_429_and_create_no_account(limited, client):
@@ -554,6 +573,8 @@ def test_a_burst_of_wrong_passwords_checks_no_more_than_the_limit(
         "TRUSTED_PROXY_HOPS": "1",
         "RATELIMIT_LOGIN": "1000 per minute",
         "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
+        # The five checks the limit lets through may all reach one worker: room to queue them.
+        "GUNICORN_THREADS": "8",
     }
     try:
         with gunicorn_serving(tmp_path / "server.log", **settings) as base:
@@ -580,6 +601,8 @@ def test_the_right_password_in_a_burst_of_wrong_ones_is_one_of_the_limited_check
         "TRUSTED_PROXY_HOPS": "1",
         "RATELIMIT_LOGIN": "1000 per minute",
         "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
+        # The five checks the limit lets through may all reach one worker: room to queue them.
+        "GUNICORN_THREADS": "8",
     }
     try:
         with gunicorn_serving(tmp_path / "server.log", **settings) as base:
@@ -650,6 +673,25 @@ def test_right_current_passwords_do_not_count_as_failures(redis_limited, account
             "/me/password", json={"current_password": current, "new_password": new}, headers=headers
         )
         assert response.status_code == 204
+
+
+def test_a_password_change_refused_for_want_of_a_hashing_slot_is_no_wrong_password(
+    limited, accounts
+):
+    limited_app = limited(RATELIMIT_PASSWORD_FAILURES="1 per 15 minutes", **ONE_SLOT_SHORT_WAIT)
+    client = limited_app.test_client()
+    accounts.signup("alice")
+    headers = bearer(login(client).get_json()["access_token"])
+
+    with limited_app.extensions[passwords.BUDGET_KEY].slot():
+        refused = [
+            change_password(client, headers, WRONG_PASSWORD, "203.0.113.1").status_code
+            for _ in range(3)
+        ]
+
+    assert refused == [503] * 3
+    assert change_password(client, headers, WRONG_PASSWORD, "203.0.113.1").status_code == 401
+    assert change_password(client, headers, PASSWORD, "203.0.113.1").status_code == 429
 
 
 def test_note_writes_are_limited_per_user(redis_limited, accounts, audit_rows):

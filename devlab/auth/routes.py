@@ -34,16 +34,18 @@ from devlab.auth.tokens import (
     start_family,
 )
 from devlab.blueprint import Blueprint
-from devlab.errors import DATABASE_UNAVAILABLE
+from devlab.errors import DATABASE_UNAVAILABLE, HASHING_BUSY
 from devlab.extensions import db
 from devlab.models import User
-from devlab.passwords import spend_verification_time
+from devlab.passwords import HashingBusy, refuse_if_hashing_is_full, spend_verification_time
 
 blp = Blueprint(
     "auth", __name__, description="Sign up, log in, refresh and revoke tokens, manage your account."
 )
 
 LOGIN_FAILED = "Incorrect username or password."
+# Routes that hash a password may also answer 503 when too many are being hashed.
+UNAVAILABLE = f"{DATABASE_UNAVAILABLE} Or, with Retry-After: {HASHING_BUSY}"
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 REFRESH_JUST_USED = (
     "This refresh token was just used; use the tokens that refresh returned. Nothing was revoked."
@@ -62,7 +64,7 @@ class Signup(MethodView):
     @blp.arguments(SignupSchema)
     @blp.response(201, UserSchema)
     @blp.alt_error(409, "The username or email is already registered.")
-    @blp.alt_error(503, DATABASE_UNAVAILABLE)
+    @blp.alt_error(503, UNAVAILABLE)
     def post(self, account):
         """Create an account."""
         user = User(username=account["username"], email=account["email"])
@@ -79,7 +81,7 @@ class Login(MethodView):
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
     @blp.alt_error(401, LOGIN_FAILED)
-    @blp.alt_error(503, DATABASE_UNAVAILABLE)
+    @blp.alt_error(503, UNAVAILABLE)
     @blp.doc(
         requestBody={"content": {"application/x-www-form-urlencoded": {"schema": LoginSchema}}}
     )
@@ -90,17 +92,22 @@ class Login(MethodView):
         username and a deactivated account all get the same answer.
         """
         username, password = credentials["username"], credentials["password"]
+        refuse_if_hashing_is_full()  # before the lookup: a flood's surplus logins cost no query
         user = User.by_username(username)
         # Reserved before the password is checked, given back if it is right: only failures
-        # count, and a burst cannot check more passwords than the limit allows.
+        # count, and a burst cannot check more passwords than the limit allows. Also reserved
+        # before the login queues for a hashing slot, so that one over the limit never takes a
+        # place in the queue (nor holds a slot through database work); one that then finds no
+        # slot was no attempt.
         attempt = LOGIN_FAILURES.reserve(
             pseudonym(username), counted=attempted_username(username, user)
         )
-        if user is None:
-            spend_verification_time(password)
-        if user is None or not user.may_log_in(password):
-            audit("login_failed", failed_login_detail(username, user), actor=user)
-            abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
+        with attempt.given_back_on(HashingBusy):
+            if user is None:
+                spend_verification_time(password)
+            if user is None or not user.may_log_in(password):
+                audit("login_failed", failed_login_detail(username, user), actor=user)
+                abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
         attempt.give_back()
         audit("login_success", f"user {user.id} ({user.username})", actor=user)
         return start_family(user)
@@ -183,9 +190,10 @@ class PasswordChange(MethodView):
         RATELIMIT_PASSWORD_FAILURES of them, the account's password changes answer 429.
         """
         attempt = PASSWORD_FAILURES.reserve(str(current_user.id), counted=f"user {current_user.id}")
-        if not current_user.check_password(change["current_password"]):
-            audit("access_denied", "wrong current password on password change")
-            abort(401, message="The current password is incorrect.")
+        with attempt.given_back_on(HashingBusy):
+            if not current_user.check_password(change["current_password"]):
+                audit("access_denied", "wrong current password on password change")
+                abort(401, message="The current password is incorrect.")
         attempt.give_back()
         current_user.set_password(change["new_password"])
         current_user.revoke_tokens(keep_family=get_jwt()["fam"])
