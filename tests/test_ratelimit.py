@@ -572,6 +572,7 @@ def test_a_burst_of_wrong_passwords_checks_no_more_than_the_limit(
         "RATELIMIT_STORAGE_URI": TEST_REDIS_URL,
         "TRUSTED_PROXY_HOPS": "1",
         "RATELIMIT_LOGIN": "1000 per minute",
+        "RATELIMIT_SIGNUP": "1000 per minute",  # the suite may run again within the window
         "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
         # The five checks the limit lets through may all reach one worker: room to queue them.
         "GUNICORN_THREADS": "8",
@@ -592,7 +593,7 @@ def test_a_burst_of_wrong_passwords_checks_no_more_than_the_limit(
     assert len(audit_rows("login_failed")) == 5
 
 
-def test_the_right_password_in_a_burst_of_wrong_ones_is_one_of_the_limited_checks(
+def test_a_burst_of_wrong_passwords_around_the_right_one_checks_no_more_wrong_ones_than_the_limit(
     app, tmp_path, redis_client, burst=50
 ):
     username = f"victim-{uuid.uuid4().hex[:8]}"
@@ -600,6 +601,7 @@ def test_the_right_password_in_a_burst_of_wrong_ones_is_one_of_the_limited_check
         "RATELIMIT_STORAGE_URI": TEST_REDIS_URL,
         "TRUSTED_PROXY_HOPS": "1",
         "RATELIMIT_LOGIN": "1000 per minute",
+        "RATELIMIT_SIGNUP": "1000 per minute",  # the suite may run again within the window
         "JWT_SECRET_KEY": TEST_SETTINGS["JWT_SECRET_KEY"],
         # The five checks the limit lets through may all reach one worker: room to queue them.
         "GUNICORN_THREADS": "8",
@@ -616,9 +618,11 @@ def test_the_right_password_in_a_burst_of_wrong_ones_is_one_of_the_limited_check
         with app.app_context():
             forget(redis_client, pseudonym(username))
 
-    checked = statuses.count(401) + statuses.count(200)
-    assert checked <= 5, statuses
-    assert statuses.count(429) == burst - checked
+    # A success gives its slot back, so one more wrong password may follow it: what the limit
+    # holds is the number of wrong passwords checked, whenever the right one came.
+    assert statuses.count(401) <= 5, statuses
+    assert statuses.count(200) <= 1, statuses
+    assert statuses.count(429) == burst - statuses.count(401) - statuses.count(200), statuses
 
 
 def test_a_successful_login_gives_its_reserved_slot_back(redis_limited, accounts):
