@@ -83,6 +83,21 @@ def empty_tables(app):
 
 
 @pytest.fixture
+def app_with(app):
+    """Make apps with settings of their own over TEST_SETTINGS; dispose of their pools after."""
+    made = []
+
+    def make(**settings):
+        made.append(create_app(TEST_SETTINGS | settings))
+        return made[-1]
+
+    yield make
+    for made_app in made:
+        with made_app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

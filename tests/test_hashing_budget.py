@@ -25,26 +25,17 @@ WRONG_PASSWORD = "not the password at all 123"
 
 
 @pytest.fixture
-def bounded():
+def bounded(app_with):
     """Make apps with a hashing bound of their own; dispose of them after."""
-    made = []
 
     def make(concurrency: int = 1, threads: int = 4, wait_seconds: float = 30):
-        bounded_app = create_app(
-            TEST_SETTINGS
-            | {
-                "PASSWORD_HASHING_CONCURRENCY": concurrency,
-                "GUNICORN_THREADS": threads,
-                "PASSWORD_HASHING_WAIT_SECONDS": wait_seconds,
-            }
+        return app_with(
+            PASSWORD_HASHING_CONCURRENCY=concurrency,
+            GUNICORN_THREADS=threads,
+            PASSWORD_HASHING_WAIT_SECONDS=wait_seconds,
         )
-        made.append(bounded_app)
-        return bounded_app
 
-    yield make
-    for bounded_app in made:
-        with bounded_app.app_context():
-            db.engine.dispose()
+    return make
 
 
 def budget_of(app) -> passwords.HashingBudget:

@@ -19,7 +19,6 @@ import redis
 from config import Config, ConfigError
 from devlab import create_app, passwords
 from devlab.audit.trail import pseudonym
-from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS
 from tests.servers import free_port, gunicorn_serving
 
@@ -33,19 +32,9 @@ ONE_SLOT_SHORT_WAIT = {
 
 
 @pytest.fixture
-def limited(app):
+def limited(app_with):
     """Make apps with rate limits on (in memory unless told otherwise); dispose of them after."""
-    made = []
-
-    def make(**settings):
-        limited_app = create_app(TEST_SETTINGS | {"RATELIMIT_ENABLED": True} | settings)
-        made.append(limited_app)
-        return limited_app
-
-    yield make
-    for limited_app in made:
-        with limited_app.app_context():
-            db.engine.dispose()
+    return lambda **settings: app_with(**({"RATELIMIT_ENABLED": True} | settings))
 
 
 @pytest.fixture
