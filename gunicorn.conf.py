@@ -1,6 +1,7 @@
 """gunicorn settings; PORT, HOST and WEB_CONCURRENCY come from the environment or `.env`, and
 the threads per worker from config.py (GUNICORN_THREADS), which the app reads too."""
 
+import gc
 import os
 
 from dotenv import load_dotenv
@@ -42,3 +43,12 @@ control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
+
+
+def post_worker_init(worker) -> None:
+    """Move everything the worker holds once the app is loaded (modules, the app, its schemas
+    and compiled statements) out of the garbage collector's reach: a full collection then
+    walks only what requests allocate, and the pauses it makes in answers get shorter. GET
+    /notes at 32 connections, 5 rounds each, interleaved: p99 ÷ p50 2.50 → 2.14 and 2.42 →
+    2.16 in two runs, req/s unchanged within noise (bench/RESULTS.md)."""
+    gc.freeze()

@@ -9,7 +9,7 @@ Sides, each under its own server, all on one seeded database:
 Steps: install wrk (Debian) if missing; create the database BENCH_DATABASE (default
 `devlab_bench`, on the PostgreSQL server of TEST_DATABASE_URL), migrate it and seed it with SQL
 (1,000 users, 100,000 notes, 1,000,000 audit rows); start the three servers; run BENCH_ROUNDS
-rounds (default 2) in which every endpoint is loaded for BENCH_DURATION seconds (default 5)
+rounds (default 3) in which every endpoint is loaded for BENCH_DURATION seconds (default 5)
 by wrk (2 threads, 32 connections) on each side in turn, A, B, C, A, B, C...; then measure
 GET /notes on A idle and under a login flood of 16 clients for FLOOD_SECONDS (15), with the
 logins that succeeded and were refused meanwhile; count the SQL statements per request
@@ -54,21 +54,27 @@ BENCH_BIN = PROJECT / "bench" / ".venv" / "bin"
 RESULTS = PROJECT / "bench" / "RESULTS.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 DURATION = int(os.environ.get("BENCH_DURATION") or 5)
-ROUNDS = int(os.environ.get("BENCH_ROUNDS") or 2)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS") or 3)
 CONNECTIONS = 32
 FLOOD_SECONDS = 15
 PASSWORD = "bench password, not a secret"  # bench/post_login.lua sends it too
 JWT_KEY = "bench-signing-key-that-is-long-enough-for-hs256"
 TICKS = os.sysconf("SC_CLK_TCK")
 
-# endpoint: (method, path, wrk script, connections, sides)
+# The reader (user1, an admin) keeps its 100 seeded notes for the whole run: the notes that
+# POST /notes adds (thousands per round) go to the writer, user2. Were they the reader's,
+# every round of GET /notes would count more of them than the one before, and the later
+# rounds would measure PostgreSQL more than the servers.
+READER, WRITER = "user1", "user2"
+
+# endpoint: (method, path, wrk script, connections, sides, user)
 ENDPOINTS = {
-    "GET /notes": ("GET", "/notes", None, CONNECTIONS, "ABC"),
-    "POST /notes": ("POST", "/notes", "post_note.lua", CONNECTIONS, "ABC"),
-    "GET /me": ("GET", "/me", None, CONNECTIONS, "ABC"),
-    "GET /audit/logs": ("GET", "/audit/logs", None, CONNECTIONS, "A"),
+    "GET /notes": ("GET", "/notes", None, CONNECTIONS, "ABC", READER),
+    "POST /notes": ("POST", "/notes", "post_note.lua", CONNECTIONS, "ABC", WRITER),
+    "GET /me": ("GET", "/me", None, CONNECTIONS, "ABC", READER),
+    "GET /audit/logs": ("GET", "/audit/logs", None, CONNECTIONS, "A", READER),
     # argon2id at the default costs: a few connections already keep both cores busy.
-    "POST /login": ("POST", "/login", "post_login.lua", 4, "A"),
+    "POST /login": ("POST", "/login", "post_login.lua", 4, "A", READER),
 }
 
 
@@ -86,10 +92,10 @@ def main() -> int:
                 "B": stack.enter_context(reference_server(url)),
                 "C": stack.enter_context(fastapi_server(url)),
             }
-            token = log_in(sides["A"].base)
-            results = load_rounds(sides, token)
-            flood = login_flood(sides["A"], token)
-            counts = statement_counts(url, token)
+            tokens = {user: log_in(sides["A"].base, user) for user in (READER, WRITER)}
+            results = load_rounds(sides, tokens)
+            flood = login_flood(sides["A"], tokens[READER])
+            counts = statement_counts(url, tokens)
             rss = {name: side.worker_rss_mb() for name, side in sides.items()}
             # Before the clean-up: dropping the database waits for a checkpoint, which can
             # take minutes on a busy disk.
@@ -339,10 +345,10 @@ def fastapi_server(url):
     return serving("C", command, env, port)
 
 
-def log_in(base: str) -> str:
+def log_in(base: str, username: str) -> str:
     request = urllib.request.Request(  # noqa: S310 (loopback)
         base + "/login",
-        data=json.dumps({"username": "user1", "password": PASSWORD}).encode(),
+        data=json.dumps({"username": username, "password": PASSWORD}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -401,17 +407,18 @@ def measured(side: Server, path, token, script, connections, seconds) -> dict:
     return result
 
 
-def load_rounds(sides: dict, token: str) -> dict:
+def load_rounds(sides: dict, tokens: dict) -> dict:
     results = {}
-    for _method, path, script, connections, names in ENDPOINTS.values():
+    for _method, path, script, connections, names, user in ENDPOINTS.values():
         for name in names:  # warm up: connections, caches, JIT-free but lazy imports
-            wrk(sides[name].base, path, token, script, connections, 1)
+            wrk(sides[name].base, path, tokens[user], script, connections, 1)
     for round_number in range(ROUNDS):
-        for endpoint, (_method, path, script, connections, names) in ENDPOINTS.items():
+        for endpoint, (_method, path, script, connections, names, user) in ENDPOINTS.items():
             for name in names:
                 print(
                     f"make bench: round {round_number + 1}, {endpoint} on {name}", file=sys.stderr
                 )
+                token = tokens[user]
                 result = measured(sides[name], path, token, script, connections, DURATION)
                 results.setdefault((endpoint, name), []).append(result)
     return results
@@ -455,7 +462,7 @@ def login_flood(side: Server, token: str) -> dict:
 # --- statements per request, in-process -----------------------------------------------------
 
 
-def statement_counts(url, token: str) -> dict:
+def statement_counts(url, tokens: dict) -> dict:
     """Statements of one request per endpoint, after a warm-up, for sides A and B."""
     settings = server_env(url)
     os.environ.update(settings)  # what bench/reference_app.py reads on import
@@ -476,16 +483,16 @@ def statement_counts(url, token: str) -> dict:
         devlab_engine = db.engine
     with reference_app.app.app_context():
         reference_engine = reference_app.db.engine
-    headers = {"Authorization": f"Bearer {token}"}
     counts = {}
     for name, app, engine in (
         ("A", devlab, devlab_engine),
         ("B", reference_app.app, reference_engine),
     ):
         client = app.test_client()
-        for endpoint, (method, path, _script, _c, names) in ENDPOINTS.items():
+        for endpoint, (method, path, _script, _c, names, user) in ENDPOINTS.items():
             if name not in names or endpoint == "POST /login":
                 continue
+            headers = {"Authorization": f"Bearer {tokens[user]}"}
             body = {"text": "counted"} if method == "POST" else None
             client.open(path, method=method, json=body, headers=headers)  # warm up
             with counting_statements(engine) as statements:
@@ -548,7 +555,7 @@ def report(url, results, flood, counts, rss) -> None:
         "| statements/req | RSS/worker MB | A ÷ B | A ÷ C |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for endpoint, (*_, names) in ENDPOINTS.items():
+    for endpoint, (*_, names, _user) in ENDPOINTS.items():
         rps = {n: statistics.median(r["rps"] for r in results[(endpoint, n)]) for n in names}
         for name in names:
             runs = results[(endpoint, name)]

@@ -1,7 +1,9 @@
 """The real thing: gunicorn serving the app, and the `flask` command refusing bad settings."""
 
+import gc
 import json
 import os
+import runpy
 import socket
 import stat
 import subprocess
@@ -215,3 +217,16 @@ def test_gunicorn_answers_one_request_per_connection(gunicorn):
 
     assert answered.count(b"HTTP/1.1 200") == 1
     assert b"\r\nConnection: close\r\n" in answered
+
+
+def test_gunicorn_workers_freeze_what_they_loaded_out_of_garbage_collection():
+    """What a worker holds once the app is loaded never changes, so full collections need not
+    walk it (gunicorn.conf.py's post_worker_init; the p99 figures are in bench/RESULTS.md)."""
+    settings = runpy.run_path(str(PROJECT / "gunicorn.conf.py"))
+    assert gc.get_freeze_count() == 0
+    try:
+        settings["post_worker_init"](worker=None)
+
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
