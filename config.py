@@ -9,9 +9,10 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 |--------------------------|-------------------------|-------------------------------------------|
 | DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
-| DEVLAB_INSTANCE_PATH     | instance/ (project)     | folder of the SQLite file and dev JWT key |
+| DEVLAB_INSTANCE_PATH     | instance/ (project)     | folder of the SQLite file and dev keys    |
 | DATABASE_TIMEOUT_SECONDS | 2                       | longest statement of a request, see below |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
+| AUDIT_SIGNING_KEY        | generated (development) | Ed25519 key (PEM or its file) for heads   |
 | JWT_ACCESS_TOKEN_MINUTES | 15                      | lifetime of an access token               |
 | JWT_REFRESH_TOKEN_DAYS   | 14                      | lifetime of a refresh token               |
 | JWT_SESSION_MAX_DAYS     | 30                      | no refresh extends a login past this      |
@@ -51,9 +52,13 @@ PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 import os
 import re
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from limits import parse_many
 
 # Values people leave in place from examples and tutorials; never acceptable in production.
@@ -89,6 +94,7 @@ RATE_LIMIT_SETTINGS = (
 )
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
 DEV_KEY_FILENAME = "jwt-secret"
+DEV_AUDIT_KEY_FILENAME = "audit-signing-key.pem"
 # What a browser sends as Origin: scheme, host and an optional port; no path, no wildcard.
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -166,6 +172,7 @@ def finalize_config(config: dict, instance_path: str) -> None:
     # connections that sat idle, and bounds every wait, so that requests fail fast while
     # PostgreSQL is away and recover when it returns.
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
+    config["AUDIT_SIGNING_KEY"] = resolve_audit_signing_key(config, instance_path)
     check_argon2_costs(config)
     check_hashing_concurrency(config)
     check_rate_limits(config)
@@ -239,14 +246,73 @@ def resolve_jwt_secret(config: dict, instance_path: str) -> str:
     return _shared_development_secret(Path(instance_path))
 
 
+def resolve_audit_signing_key(config: dict, instance_path: str) -> str:
+    """Return the PEM of the Ed25519 key that signs the audit trail's heads.
+
+    AUDIT_SIGNING_KEY holds the PEM (PKCS#8) itself or the path of a file holding it; production
+    refuses to start without one. In development one is generated into `instance/` (mode 0600)
+    like the JWT key. Anything but an unencrypted Ed25519 private key is refused at start.
+    """
+    configured = (config.get("AUDIT_SIGNING_KEY") or "").strip()
+    if not configured:
+        if config["DEVLAB_ENV"] == "production":
+            raise ConfigError(
+                "AUDIT_SIGNING_KEY must be set when DEVLAB_ENV=production: an Ed25519 private "
+                "key in PEM (PKCS#8), or the path of a file holding one (for example: "
+                "openssl genpkey -algorithm ed25519 -out audit-signing-key.pem)."
+            )
+        return _shared_development_file(
+            Path(instance_path), DEV_AUDIT_KEY_FILENAME, _new_ed25519_pem
+        )
+    if configured.startswith("-----BEGIN"):
+        pem = configured
+    else:
+        try:
+            pem = Path(configured).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"AUDIT_SIGNING_KEY names a file that cannot be read: {type(error).__name__}."
+            ) from None
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PrivateKey):
+        # The value is not repeated: it is a secret.
+        raise ConfigError("AUDIT_SIGNING_KEY must be an unencrypted Ed25519 private key in PEM.")
+    return pem
+
+
+def _new_ed25519_pem() -> str:
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode("ascii")
+    )
+
+
+def _new_jwt_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
 def _shared_development_secret(instance_dir: Path) -> str:
-    secret_file = instance_dir / DEV_KEY_FILENAME
+    return _shared_development_file(instance_dir, DEV_KEY_FILENAME, _new_jwt_secret).strip()
+
+
+def _shared_development_file(instance_dir: Path, filename: str, make: Callable[[], str]) -> str:
+    """The content of `instance_dir/filename` (mode 0600), made once by whichever process of
+    the app gets there first: every gunicorn worker and every restart reads the same key."""
+    secret_file = instance_dir / filename
     if not secret_file.exists():
         instance_dir.mkdir(parents=True, exist_ok=True)
-        draft = instance_dir / f".{DEV_KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        draft = instance_dir / f".{filename}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
+            handle.write(make())
         try:
             # link() fails if another worker won the race; everybody then reads the winner's key.
             os.link(draft, secret_file)
@@ -254,7 +320,7 @@ def _shared_development_secret(instance_dir: Path) -> str:
             pass
         finally:
             draft.unlink()
-    return secret_file.read_text().strip()
+    return secret_file.read_text()
 
 
 class Config:
@@ -268,6 +334,8 @@ class Config:
     DATABASE_TIMEOUT_SECONDS = _int_from_env("DATABASE_TIMEOUT_SECONDS", 2, minimum=1)
 
     JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
+    # The PEM itself or its file's path; config.finalize_config reads and checks it.
+    AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(
         minutes=_int_from_env("JWT_ACCESS_TOKEN_MINUTES", 15, minimum=1)
     )

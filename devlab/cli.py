@@ -8,7 +8,7 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from devlab.audit.trail import record_cli
+from devlab.audit.trail import changed, record_cli
 from devlab.auth.schemas import SignupSchema
 from devlab.auth.tokens import prune_expired_families
 from devlab.errors import conflict_message
@@ -24,9 +24,15 @@ def promote_admin(username: str) -> None:
     user = User.by_username(username)
     if user is None:
         raise click.ClickException(f"No user named {username!r}.")
-    already = " (already an admin)" if user.is_admin else ""
+    was_admin = user.is_admin
+    already = " (already an admin)" if was_admin else ""
     user.is_admin = True
-    record_cli("user_promoted", f"promoted user {user.id} ({user.username}){already}")
+    record_cli(
+        "user_promoted",
+        f"promoted user {user.id} ({user.username}){already}",
+        target=("user", user.id),
+        changes=changed("is_admin", was_admin, True),
+    )
     db.session.commit()
     click.echo(f"{user.username} is {'already' if already else 'now'} an admin.")
 
@@ -62,7 +68,9 @@ def create_admin(username: str, email: str, password_stdin: bool) -> None:
     except IntegrityError as error:
         db.session.rollback()
         raise click.ClickException(conflict_message(error)) from None
-    record_cli("admin_created", f"created admin {user.id} ({user.username})")
+    record_cli(
+        "admin_created", f"created admin {user.id} ({user.username})", target=("user", user.id)
+    )
     db.session.commit()
     click.echo(f"Created admin {user.username}.")
 

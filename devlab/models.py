@@ -2,7 +2,20 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, false, func, select, true, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    false,
+    func,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -171,18 +184,30 @@ class TokenFamily(db.Model):
 
 
 class AuditLog(db.Model):
+    """One row of the audit trail: append-only and hash-chained on PostgreSQL (migration 0004,
+    devlab/audit/chain.py). `user_id` is the acting user; `target_*` what was acted on."""
+
     __tablename__ = "audit_logs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
     detail: Mapped[str | None] = mapped_column(Text)
     ip: Mapped[str | None] = mapped_column(String(45))
-    user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
-    )
+    # No ON DELETE: the trail keeps its actors (users are deactivated, never deleted).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     method: Mapped[str | None] = mapped_column(String(16))
     path: Mapped[str | None] = mapped_column(Text)
     status_code: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now(), index=True
     )
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    target_type: Mapped[str | None] = mapped_column(String(16))
+    target_id: Mapped[str | None] = mapped_column(Text)
+    changes: Mapped[dict | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
+    # Filled by the database (the trigger audit_logs_chain); null on SQLite, which keeps no chain.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))

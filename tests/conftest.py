@@ -4,6 +4,8 @@ import os
 
 import psycopg2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from flask_migrate import upgrade
 from psycopg2 import sql
 from sqlalchemy import text
@@ -18,10 +20,17 @@ TEST_DATABASE_URL = normalize_database_url(
 )
 # The Redis that the rate-limit tests count in; they use keys of their own and delete them.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# One Ed25519 key for the run: the apps sign heads with it, and write no key file.
+TEST_AUDIT_SIGNING_KEY = (
+    Ed25519PrivateKey.generate()
+    .private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    .decode("ascii")
+)
 TEST_SETTINGS = {
     "TESTING": True,
     "SQLALCHEMY_DATABASE_URI": TEST_DATABASE_URL,
     "JWT_SECRET_KEY": "test-signing-key-that-is-long-enough-for-hs256",
+    "AUDIT_SIGNING_KEY": TEST_AUDIT_SIGNING_KEY,
     # Cheap hashing keeps the suite fast; production costs are set in config.py.
     "ARGON2_TIME_COST": 1,
     "ARGON2_MEMORY_KIB": 8,
@@ -78,6 +87,9 @@ def app():
 def empty_tables(app):
     with app.app_context():
         tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+        # The audit trail refuses TRUNCATE (migration 0004); the tests' superuser may bypass
+        # the triggers for this one transaction, as no role of the app's can.
+        db.session.execute(text("SET LOCAL session_replication_role = replica"))
         db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.session.commit()
 
@@ -163,3 +175,16 @@ def audit_rows(app):
             return rows
 
     return read
+
+
+def delete_user_behind_the_apps_back(app, user_id: int) -> None:
+    """Delete a user as a database administrator could, although the trail still names them.
+
+    DevLab never deletes users (the trail's foreign key refuses it); the superuser bypasses
+    that key (and the trail's triggers) for one transaction to see what a vanished account's
+    tokens get.
+    """
+    with app.app_context():
+        db.session.execute(text("SET LOCAL session_replication_role = replica"))
+        db.session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user_id})
+        db.session.commit()

@@ -7,6 +7,7 @@ import pytest
 
 from devlab.extensions import db
 from devlab.models import User
+from tests.conftest import delete_user_behind_the_apps_back
 
 USER_FIELDS = {"id", "username", "email", "is_admin", "is_active", "created_at"}
 ADMIN_ROUTES = [("get", "/admin/users"), ("post", "/admin/promote/1"), ("get", "/audit/logs")]
@@ -272,9 +273,7 @@ def test_a_demoted_admin_loses_admin_routes_despite_the_claim_in_their_token(app
 def test_the_token_of_a_deleted_user_answers_401(app, client, accounts, path):
     headers = accounts.admin_headers("root")
     root_id = me(client, headers)["id"]
-    with app.app_context():
-        db.session.delete(db.session.get(User, root_id))
-        db.session.commit()
+    delete_user_behind_the_apps_back(app, root_id)
 
     response = client.get(path, headers=headers)
 

@@ -3,12 +3,13 @@
 import re
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from devlab import create_app
 from devlab.audit.trail import pseudonym
 from devlab.extensions import db
 from devlab.models import User
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, delete_user_behind_the_apps_back
 
 ALICES_PASSWORD = "alice-only-knows-this-one"
 WRONG_PASSWORD = "not the password at all 123"
@@ -304,9 +305,7 @@ def test_the_token_of_a_deleted_user_is_recorded_as_access_denied_without_a_user
 ):
     user = accounts.signup("alice")
     headers = bearer(accounts.token("alice"))
-    with app.app_context():
-        db.session.delete(db.session.get(User, user["id"]))
-        db.session.commit()
+    delete_user_behind_the_apps_back(app, user["id"])
 
     response = client.get("/notes", headers=headers)
 
@@ -315,18 +314,20 @@ def test_the_token_of_a_deleted_user_is_recorded_as_access_denied_without_a_user
     assert request_of(row) == (None, "127.0.0.1", "GET", "/notes", 401)
 
 
-def test_deleting_a_user_keeps_their_rows_without_a_user(app, client, accounts, audit_rows):
+def test_a_user_the_trail_names_cannot_be_deleted(app, client, accounts, audit_rows):
+    """The trail keeps its actors: deleting one would have to rewrite their rows."""
     user = accounts.signup("alice")
     write_note(client, bearer(accounts.token("alice")))
-    before = [(row.id, row.action) for row in audit_rows()]
+    before = [(row.id, row.action, row.user_id) for row in audit_rows()]
 
     with app.app_context():
         db.session.delete(db.session.get(User, user["id"]))
-        db.session.commit()
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
 
-    after = audit_rows()
-    assert [(row.id, row.action) for row in after] == before
-    assert {row.user_id for row in after} == {None}
+    assert [(row.id, row.action, row.user_id) for row in audit_rows()] == before
+    assert {row.user_id for row in audit_rows()} == {user["id"]}
 
 
 # --- the recorded address ---------------------------------------------------------------------

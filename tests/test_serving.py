@@ -57,8 +57,13 @@ def test_workers_and_restarts_share_the_generated_signing_key(tmp_path):
         served_by_second = [call(second, "GET", "/me", token=token)[0] for token in tokens]
 
     assert served_by_first == served_by_second == [200] * 8
-    assert [path.name for path in instance.iterdir()] == ["jwt-secret"]  # no drafts left
-    assert stat.S_IMODE(os.stat(instance / "jwt-secret").st_mode) == 0o600
+    # The JWT key and the audit trail's signing key, each made once; no drafts left.
+    assert sorted(path.name for path in instance.iterdir()) == [
+        "audit-signing-key.pem",
+        "jwt-secret",
+    ]
+    for key_file in instance.iterdir():
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
 
 
 def test_gunicorn_logs_no_password_or_token(gunicorn):

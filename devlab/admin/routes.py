@@ -3,7 +3,7 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from devlab.admin.schemas import UserListSchema
-from devlab.audit.trail import audit
+from devlab.audit.trail import audit, changed
 from devlab.auth.access import admin_required, lock_active_admins
 from devlab.auth.schemas import UserSchema
 from devlab.blueprint import Blueprint, row_id
@@ -36,10 +36,16 @@ def user_to_change(user_id: int, *, takes_admin_role: bool = False) -> User:
     return user
 
 
-def audit_change(action: str, done: str, user: User, *, changed: bool, already: str) -> None:
+def audit_change(action: str, done: str, user: User, field: str, old: bool, already: str) -> None:
     """Audit a role or account change; an idempotent repeat says the user already was so."""
-    repeat = "" if changed else f" (already {already})"
-    audit(action, f"{done} user {user.id} ({user.username}){repeat}")
+    new = getattr(user, field)
+    repeat = "" if old != new else f" (already {already})"
+    audit(
+        action,
+        f"{done} user {user.id} ({user.username}){repeat}",
+        target=("user", user.id),
+        changes=changed(field, old, new),
+    )
 
 
 @blp.route("/users")
@@ -64,9 +70,9 @@ class Promote(MethodView):
         changes nothing and answers the same.
         """
         user = user_to_change(user_id)
-        changed = not user.is_admin
+        was_admin = user.is_admin
         user.is_admin = True
-        audit_change("user_promoted", "promoted", user, changed=changed, already="an admin")
+        audit_change("user_promoted", "promoted", user, "is_admin", was_admin, "an admin")
         return user
 
 
@@ -83,9 +89,9 @@ class Demote(MethodView):
         Demoting a normal user changes nothing and answers the same.
         """
         user = user_to_change(user_id, takes_admin_role=True)
-        changed = user.is_admin
+        was_admin = user.is_admin
         user.is_admin = False
-        audit_change("user_demoted", "demoted", user, changed=changed, already="not an admin")
+        audit_change("user_demoted", "demoted", user, "is_admin", was_admin, "not an admin")
         return user
 
 
@@ -102,10 +108,10 @@ class Deactivate(MethodView):
         stays revoked if the account is activated again.
         """
         user = user_to_change(user_id, takes_admin_role=True)
-        changed = user.is_active
+        was_active = user.is_active
         user.is_active = False
         user.revoke_tokens()
-        audit_change("user_deactivated", "deactivated", user, changed=changed, already="inactive")
+        audit_change("user_deactivated", "deactivated", user, "is_active", was_active, "inactive")
         return user
 
 
@@ -117,7 +123,7 @@ class Activate(MethodView):
     def post(self, user_id):
         """Activate an account again; the user logs in anew."""
         user = user_to_change(user_id)
-        changed = not user.is_active
+        was_active = user.is_active
         user.is_active = True
-        audit_change("user_activated", "activated", user, changed=changed, already="active")
+        audit_change("user_activated", "activated", user, "is_active", was_active, "active")
         return user

@@ -1,11 +1,12 @@
 """The audit trail: views name what a request did, one hook writes it.
 
-`audit("note_updated", ...)` only notes the event. After the response is made, the hook
-`commit_request_with_its_audit_rows` adds an AuditLog row per event (actor, client address,
-method, path, status) and commits the request's change together with its rows, so neither
-lands without the other. It is the one commit of every request, which is why views never
-commit. A failed request rolls its change back; only the failure actions are still written.
-CLI commands use `record_cli`, which has no request to read.
+`audit("note_updated", ..., target=("note", id), changes=...)` only notes the event. After the
+response is made, the hook `commit_request_with_its_audit_rows` adds an AuditLog row per event
+(actor, target, changes, client address and user agent, method, path, status) and commits the
+request's change together with its rows, so neither lands without the other. PostgreSQL chains
+each row as it goes in (devlab/audit/chain.py). It is the one commit of every request, which is
+why views never commit. A failed request rolls its change back; only the failure actions are
+still written. CLI commands use `record_cli`, which has no request to read.
 
 The trail names only what a client could not have typed by mistake: an attempted username is
 recorded only when it is an account's. Anything else typed (often a password put in the
@@ -53,11 +54,19 @@ FAILURE_ACTIONS = frozenset(
 )
 
 
+# What an action was done to: ("user", id), ("note", id) or ("token_family", id).
+TARGET_TYPES = ("user", "note", "token_family")
+Target = tuple[str, int | str]
+USER_AGENT_MAX = 256
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     action: str
     detail: str | None
     actor: User | None
+    target: Target | None
+    changes: dict | None
 
 
 def _token_user() -> User | None:
@@ -70,16 +79,31 @@ def _token_user() -> User | None:
 _TOKEN_USER = object()
 
 
-def audit(action: str, detail: str | None = None, *, actor: User | None = _TOKEN_USER) -> None:
+def audit(
+    action: str,
+    detail: str | None = None,
+    *,
+    actor: User | None = _TOKEN_USER,
+    target: Target | None = None,
+    changes: dict | None = None,
+) -> None:
     """Note that this request did `action`; the actor is the token's user unless named.
 
-    Only signup and login name the actor, since their caller holds no token yet.
+    Only signup and login name the actor, since their caller holds no token yet. `changes`
+    is `{"field": {"old": ..., "new": ...}}`, never a secret or a note's text (see changed()).
     """
     if action not in ACTIONS:
         raise ValueError(f"Unknown audit action {action!r}")
+    if target is not None and target[0] not in TARGET_TYPES:
+        raise ValueError(f"Unknown audit target type {target[0]!r}")
     if actor is _TOKEN_USER:
         actor = _token_user()
-    g.setdefault("audit_events", []).append(AuditEvent(action, detail, actor))
+    g.setdefault("audit_events", []).append(AuditEvent(action, detail, actor, target, changes))
+
+
+def changed(field: str, old, new) -> dict:
+    """The `changes` of one field: {field: {"old": old, "new": new}}, or {} if it stayed."""
+    return {} if old == new else {field: {"old": old, "new": new}}
 
 
 PSEUDONYM_KEY = "devlab.pseudonym_key"
@@ -126,6 +150,10 @@ def commit_request_with_its_audit_rows(response: Response) -> Response:
             return response
     try:
         if rows:
+            # The request's own changes go first: the audit rows take the chain's lock
+            # (migration 0004) until the commit, so nothing that could wait for a row lock
+            # may come between them and it.
+            db.session.flush()
             db.session.execute(ADD_AUDIT_ROWS, rows)
         db.session.commit()
     except SQLAlchemyError as error:
@@ -147,6 +175,7 @@ ADD_AUDIT_ROWS = insert(AuditLog.__table__)
 
 
 def _row_for(event: AuditEvent, response: Response) -> dict:
+    target_type, target_id = event.target if event.target is not None else (None, None)
     return {
         "action": event.action,
         "detail": event.detail,
@@ -155,6 +184,10 @@ def _row_for(event: AuditEvent, response: Response) -> dict:
         "method": request.method,
         "path": request.path,
         "status_code": response.status_code,
+        "user_agent": request.headers.get("User-Agent", "")[:USER_AGENT_MAX] or None,
+        "target_type": target_type,
+        "target_id": None if target_id is None else str(target_id),
+        "changes": event.changes,
     }
 
 
@@ -163,12 +196,23 @@ def _recorded_address() -> str | None:
     return None if ip is None else str(ip)
 
 
-def record_cli(action: str, detail: str) -> None:
+def record_cli(
+    action: str, detail: str, *, target: Target | None = None, changes: dict | None = None
+) -> None:
     """Add the audit row of a CLI command; the command commits it with its change.
 
-    A command has no acting user or client address, so both stay null.
+    A command has no acting user, client address or request, so those stay null.
     """
-    db.session.add(AuditLog(action=action, detail=f"via CLI: {detail}"))
+    target_type, target_id = target if target is not None else (None, None)
+    db.session.add(
+        AuditLog(
+            action=action,
+            detail=f"via CLI: {detail}",
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            changes=changes,
+        )
+    )
 
 
 def init_app(app: Flask) -> None:

@@ -71,7 +71,7 @@ class Signup(MethodView):
         user.set_password(account["password"])
         db.session.add(user)
         db.session.flush()  # a duplicate raises here, answered with 409 by errors.py
-        audit("signup", f"user {user.id} ({user.username})", actor=user)
+        audit("signup", f"user {user.id} ({user.username})", actor=user, target=("user", user.id))
         return user
 
 
@@ -136,14 +136,18 @@ class TokenRefresh(MethodView):
         if not presented_refresh_token_is_current(family):
             family.revoke()
             keep_changes_despite_failure()
-            audit("token_reuse_detected", f"token family {family.id} revoked")
+            audit(
+                "token_reuse_detected",
+                f"token family {family.id} revoked",
+                target=("token_family", family.id),
+            )
             abort(
                 401,
                 message="This refresh token was already used; every token of this login is "
                 "revoked. Log in again.",
                 headers=BEARER_CHALLENGE,
             )
-        audit("token_refreshed", f"token family {family.id}")
+        audit("token_refreshed", f"token family {family.id}", target=("token_family", family.id))
         return hand_on(current_user, family)
 
 
@@ -153,8 +157,9 @@ class Logout(MethodView):
     @blp.response(204)
     def post(self):
         """Revoke this access token and every token of the same login."""
-        current_family().revoke()
-        audit("logout", f"token family {get_jwt()['fam']} revoked")
+        family = current_family()
+        family.revoke()
+        audit("logout", f"token family {family.id} revoked", target=("token_family", family.id))
 
 
 @blp.route("/logout/all")
@@ -164,7 +169,11 @@ class LogoutEverywhere(MethodView):
     def post(self):
         """Revoke every token of every login you have, this one included."""
         ended = current_user.revoke_tokens()
-        audit("logout_all", f"user {current_user.id}: token families revoked: {ended}")
+        audit(
+            "logout_all",
+            f"user {current_user.id}: token families revoked: {ended}",
+            target=("user", current_user.id),
+        )
 
 
 @blp.route("/me")
@@ -197,4 +206,10 @@ class PasswordChange(MethodView):
         attempt.give_back()
         current_user.set_password(change["new_password"])
         current_user.revoke_tokens(keep_family=get_jwt()["fam"])
-        audit("password_changed", f"user {current_user.id} ({current_user.username})")
+        audit(
+            "password_changed",
+            f"user {current_user.id} ({current_user.username})",
+            target=("user", current_user.id),
+            # Never anything of either hash: only that it changed.
+            changes={"password": "changed"},
+        )

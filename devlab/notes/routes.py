@@ -63,7 +63,7 @@ class Notes(MethodView):
     def post(self, fields):
         """Write a note."""
         note = add_note(current_user.id, fields["text"])
-        audit("note_created", f"note {note['id']}")
+        audit("note_created", f"note {note['id']}", target=("note", note["id"]))
         return note
 
 
@@ -81,12 +81,19 @@ class NoteById(MethodView):
     @blp.arguments(NoteUpdateSchema)
     @blp.response(200, NoteSchema)
     @blp.alt_error(404, "No note of yours has this id.")
-    def patch(self, changes, note_id):
+    def patch(self, update, note_id):
         """Change the text of one of your notes."""
         note = own_note_or_404(note_id, for_update=True)
-        note.text = changes["text"]
+        old_length = len(note.text)
+        note.text = update["text"]
         db.session.flush()  # sets updated_at for the response
-        audit("note_updated", f"note {note.id}")
+        # Lengths only: admins read the trail, and must not read others' notes through it.
+        audit(
+            "note_updated",
+            f"note {note.id}",
+            target=("note", note.id),
+            changes={"text": {"old_length": old_length, "new_length": len(note.text)}},
+        )
         return note
 
     @login_required
@@ -96,4 +103,4 @@ class NoteById(MethodView):
         """Delete one of your notes."""
         note = own_note_or_404(note_id, for_update=True)
         db.session.delete(note)
-        audit("note_deleted", f"note {note_id}")
+        audit("note_deleted", f"note {note_id}", target=("note", note_id))

@@ -1,0 +1,182 @@
+"""The audit trail's hash chain: its encoding, the walk that verifies it, and signed heads.
+
+PostgreSQL writes the chain (the trigger `audit_logs_chain` of migration 0004, whose SQL
+function `audit_row_canonical` writes the same bytes as `canonical` here); this module reads it.
+
+    canonical(row) = UTF-8 of json.dumps({every stored column but the two hashes},
+                                         sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                     with created_at as UTC "YYYY-MM-DDTHH:MM:SS.ffffff+00:00"
+    row_hash       = sha256(prev_hash + "\\n" + canonical(row)), lowercase hex
+    prev_hash      = the row_hash of the row with the next smaller id; 64 zeros for the first
+                     row, or the anchor_hash of the newest `audit_purged` row after a purge
+
+A head is `{"id", "row_hash", "at", "signature"}`: Ed25519 (the `cryptography` package) over
+the canonical JSON of `{"at", "id", "row_hash"}`, in standard padded base64. A monitor that keeps
+heads catches what the chain alone cannot show: its newest rows deleted, or the whole chain
+rewritten from some row on.
+
+Written here rather than taken from a library: no maintained package verifies a hash chain
+kept in SQL; the parts that are well-known algorithms (SHA-256, Ed25519, JSON) are hashlib,
+`cryptography` and json.
+"""
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from devlab.models import AuditLog
+
+ZERO_HASH = "0" * 64
+# Every stored column of audit_logs but the two hashes, in the canonical encoding.
+CANONICAL_COLUMNS = (
+    "id",
+    "action",
+    "detail",
+    "ip",
+    "user_id",
+    "method",
+    "path",
+    "status_code",
+    "created_at",
+    "request_id",
+    "user_agent",
+    "target_type",
+    "target_id",
+    "changes",
+)
+PURGED = "audit_purged"
+CHANGED = "row changed (its hash does not match its content)"
+INSERTED = "row inserted (the rows around it link past it)"
+BATCH_ROWS = 5_000
+
+
+def canonical_json(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical(row) -> bytes:
+    """The bytes a row's hash covers (`row` is anything with the columns as attributes)."""
+    values = {name: getattr(row, name) for name in CANONICAL_COLUMNS}
+    if values["created_at"] is not None:
+        values["created_at"] = utc_text(values["created_at"])
+    return canonical_json(values)
+
+
+def row_hash(prev_hash: str, row) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical(row)).hexdigest()
+
+
+# --- verifying the chain ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first link that does not hold: the row's id and what is wrong with it."""
+
+    row_id: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        return f"row {self.row_id}: {self.problem}" if self.row_id is not None else self.problem
+
+
+@dataclass(frozen=True)
+class Walk:
+    checked: int
+    newest: AuditLog | None  # the last row checked (its id and row_hash)
+    broken: Break | None
+
+
+def anchor(session: Session) -> tuple[str, int | None]:
+    """What the oldest row must name as its prev_hash: the anchor of the newest purge, or zeros.
+
+    Returns the hash and the id of the last row purged (None when nothing ever was)."""
+    changes = session.scalar(
+        select(AuditLog.changes)
+        .where(AuditLog.action == PURGED)
+        .order_by(AuditLog.id.desc())
+        .limit(1)
+    )
+    if not changes:
+        return ZERO_HASH, None
+    return changes.get("anchor_hash", ZERO_HASH), changes.get("anchor_id")
+
+
+def rows_in_id_order(session: Session, batch: int = BATCH_ROWS) -> Iterator[AuditLog]:
+    """Every row, oldest first, read in batches by id: memory stays flat at any size."""
+    after = 0
+    while True:
+        rows = session.scalars(
+            select(AuditLog).where(AuditLog.id > after).order_by(AuditLog.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].id
+        session.expunge_all()
+
+
+def walk(rows: Iterable, first_prev_hash: str) -> Walk:
+    """Check every link of `rows` (oldest first); stop at the first that does not hold.
+
+    A row whose hash does not match its own content was changed. A row whose prev_hash is not
+    the previous row's hash either was put in (the next row links past it, to the previous
+    one) or follows a missing row (its prev_hash names no row there is).
+    """
+    iterator = iter(rows)
+    expected, checked = first_prev_hash, 0
+    previous, before_previous_hash = None, None
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        if row_hash(current.prev_hash or "", current) != current.row_hash:
+            return Walk(checked, previous, Break(current.id, CHANGED))
+        if current.prev_hash != expected:
+            if previous is not None and current.prev_hash == before_previous_hash:
+                broken = Break(previous.id, INSERTED)
+            elif following is not None and following.prev_hash == expected:
+                broken = Break(current.id, INSERTED)
+            elif previous is None:
+                broken = Break(current.id, "rows missing before it (it does not link to the start)")
+            else:
+                broken = Break(
+                    current.id, f"row missing before it (it does not link to row {previous.id})"
+                )
+            return Walk(checked, previous, broken)
+        before_previous_hash = expected
+        expected, checked, previous = current.row_hash, checked + 1, current
+        current = following
+    return Walk(checked, previous, None)
+
+
+# --- signed heads ----------------------------------------------------------------------------
+
+
+def signed_payload(head: dict) -> bytes:
+    return canonical_json({"at": head["at"], "id": head["id"], "row_hash": head["row_hash"]})
+
+
+def sign_head(newest: AuditLog, key: Ed25519PrivateKey, at: datetime) -> dict:
+    head = {"id": newest.id, "row_hash": newest.row_hash, "at": utc_text(at)}
+    head["signature"] = base64.b64encode(key.sign(signed_payload(head))).decode("ascii")
+    return head
+
+
+def head_signature_holds(head: dict, public_key: Ed25519PublicKey) -> bool:
+    try:
+        public_key.verify(base64.b64decode(head["signature"], validate=True), signed_payload(head))
+    except (InvalidSignature, ValueError, TypeError, KeyError):
+        return False
+    return True
