@@ -1,6 +1,6 @@
 from marshmallow import fields, validate
 
-from devlab.audit.trail import ACTIONS
+from devlab.audit.trail import ACTIONS, TARGET_TYPES
 from devlab.dumping import FlatSchema
 from devlab.fields import QueryInteger
 from devlab.pagination import PageQuerySchema, PageSchema
@@ -16,6 +16,24 @@ class AuditLogSchema(FlatSchema):
     path = fields.String(allow_none=True)
     status_code = fields.Integer(allow_none=True)
     created_at = fields.DateTime()
+    request_id = fields.String(
+        allow_none=True, metadata={"description": "The request's X-Request-ID."}
+    )
+    user_agent = fields.String(allow_none=True, metadata={"description": "First 256 characters."})
+    target_type = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(TARGET_TYPES),
+        metadata={"description": "What the action was done to."},
+    )
+    target_id = fields.String(allow_none=True)
+    changes = fields.Dict(
+        allow_none=True,
+        metadata={"description": 'What changed, as {"field": {"old": ..., "new": ...}}.'},
+    )
+    prev_hash = fields.String(
+        allow_none=True, metadata={"description": "row_hash of the row before (the chain)."}
+    )
+    row_hash = fields.String(allow_none=True)
 
 
 class AuditQuerySchema(PageQuerySchema):

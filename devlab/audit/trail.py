@@ -47,6 +47,9 @@ ACTIONS = (
     "user_deactivated",
     "user_activated",
     "rate_limited",
+    "audit_read",
+    "audit_exported",
+    "audit_purged",
 )
 # Written even though the request failed: the failure is what they record.
 FAILURE_ACTIONS = frozenset(
