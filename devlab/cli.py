@@ -1,4 +1,5 @@
-"""Commands: the first admin without hand-written SQL, and housekeeping of revocations."""
+"""Commands: the first admin without hand-written SQL, housekeeping of revocations, and the
+audit trail's (devlab/audit/commands.py)."""
 
 import sys
 
@@ -8,6 +9,7 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from devlab.audit.commands import audit_cli
 from devlab.audit.trail import changed, record_cli
 from devlab.auth.schemas import SignupSchema
 from devlab.auth.tokens import prune_expired_families
@@ -88,3 +90,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(promote_admin)
     app.cli.add_command(create_admin)
     app.cli.add_command(prune_revocations)
+    app.cli.add_command(audit_cli)

@@ -21,6 +21,7 @@ kept in SQL; the parts that are well-known algorithms (SHA-256, Ed25519, JSON) a
 """
 
 import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -56,6 +59,7 @@ PURGED = "audit_purged"
 CHANGED = "row changed (its hash does not match its content)"
 INSERTED = "row inserted (the rows around it link past it)"
 BATCH_ROWS = 5_000
+SIGNING_KEY = "devlab.audit_signing_key"
 
 
 def canonical_json(value) -> bytes:
@@ -95,37 +99,49 @@ class Break:
 @dataclass(frozen=True)
 class Walk:
     checked: int
-    newest: AuditLog | None  # the last row checked (its id and row_hash)
+    newest: object | None  # the last row checked (its id and row_hash)
     broken: Break | None
+
+
+TRAIL = AuditLog.__table__
 
 
 def anchor(session: Session) -> tuple[str, int | None]:
     """What the oldest row must name as its prev_hash: the anchor of the newest purge, or zeros.
 
-    Returns the hash and the id of the last row purged (None when nothing ever was)."""
+    Returns that hash and the id of the last row purged (None when nothing ever was)."""
     changes = session.scalar(
-        select(AuditLog.changes)
-        .where(AuditLog.action == PURGED)
-        .order_by(AuditLog.id.desc())
-        .limit(1)
+        select(TRAIL.c.changes).where(TRAIL.c.action == PURGED).order_by(TRAIL.c.id.desc()).limit(1)
     )
     if not changes:
         return ZERO_HASH, None
     return changes.get("anchor_hash", ZERO_HASH), changes.get("anchor_id")
 
 
-def rows_in_id_order(session: Session, batch: int = BATCH_ROWS) -> Iterator[AuditLog]:
-    """Every row, oldest first, read in batches by id: memory stays flat at any size."""
+def rows_in_id_order(session: Session, batch: int = BATCH_ROWS) -> Iterator:
+    """Every row, oldest first, read in batches by id (keyset): memory stays flat at any size.
+
+    Plain rows, not ORM objects: a million of them verify in seconds instead of minutes."""
     after = 0
     while True:
-        rows = session.scalars(
-            select(AuditLog).where(AuditLog.id > after).order_by(AuditLog.id).limit(batch)
+        rows = session.execute(
+            select(TRAIL).where(TRAIL.c.id > after).order_by(TRAIL.c.id).limit(batch)
         ).all()
         if not rows:
             return
         yield from rows
         after = rows[-1].id
-        session.expunge_all()
+
+
+def newest_row(session: Session):
+    """The chain's head row (its id and row_hash), or None if the trail is empty."""
+    return session.execute(
+        select(TRAIL.c.id, TRAIL.c.row_hash).order_by(TRAIL.c.id.desc()).limit(1)
+    ).first()
+
+
+def row_hash_of(session: Session, row_id: int) -> str | None:
+    return session.scalar(select(TRAIL.c.row_hash).where(TRAIL.c.id == row_id))
 
 
 def walk(rows: Iterable, first_prev_hash: str) -> Walk:
@@ -168,15 +184,33 @@ def signed_payload(head: dict) -> bytes:
     return canonical_json({"at": head["at"], "id": head["id"], "row_hash": head["row_hash"]})
 
 
-def sign_head(newest: AuditLog, key: Ed25519PrivateKey, at: datetime) -> dict:
-    head = {"id": newest.id, "row_hash": newest.row_hash, "at": utc_text(at)}
+def signing_key(app: Flask) -> Ed25519PrivateKey:
+    """The app's Ed25519 key (AUDIT_SIGNING_KEY, checked by config.py), loaded once."""
+    if SIGNING_KEY not in app.extensions:
+        pem = app.config["AUDIT_SIGNING_KEY"].encode()
+        app.extensions[SIGNING_KEY] = serialization.load_pem_private_key(pem, password=None)
+    return app.extensions[SIGNING_KEY]
+
+
+def public_key_pem(key: Ed25519PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+
+
+def sign_head(newest, key: Ed25519PrivateKey, at: datetime | None = None) -> dict:
+    """The signed head for `newest` (a row with id and row_hash), signed now unless `at`."""
+    head = {"id": newest.id, "row_hash": newest.row_hash, "at": utc_text(at or datetime.now(UTC))}
     head["signature"] = base64.b64encode(key.sign(signed_payload(head))).decode("ascii")
     return head
 
 
 def head_signature_holds(head: dict, public_key: Ed25519PublicKey) -> bool:
     try:
-        public_key.verify(base64.b64decode(head["signature"], validate=True), signed_payload(head))
-    except (InvalidSignature, ValueError, TypeError, KeyError):
+        signature = base64.b64decode(head["signature"], validate=True)
+        public_key.verify(signature, signed_payload(head))
+    except (InvalidSignature, ValueError, TypeError, KeyError, binascii.Error):
         return False
     return True

@@ -48,3 +48,18 @@ class AuditQuerySchema(PageQuerySchema):
 
 class AuditLogListSchema(PageSchema):
     logs = fields.List(fields.Nested(AuditLogSchema), required=True)
+
+
+class AuditHeadSchema(FlatSchema):
+    """A signed head: `flask audit head` prints the same JSON."""
+
+    id = fields.Integer(required=True, metadata={"description": "The newest row's id."})
+    row_hash = fields.String(required=True, metadata={"description": "That row's hash."})
+    at = fields.String(required=True, metadata={"description": "When it was signed (UTC)."})
+    signature = fields.String(
+        required=True,
+        metadata={
+            "description": 'Ed25519 over the canonical JSON of {"at", "id", "row_hash"}, '
+            "base64; `flask audit public-key` prints the key that verifies it."
+        },
+    )
