@@ -9,6 +9,7 @@ import hashlib
 import json
 import threading
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import psycopg2
@@ -412,3 +413,94 @@ def test_rows_keep_the_first_256_characters_of_the_user_agent(client, accounts):
 
     (signup,) = rows_of("signup")
     assert signup["user_agent"] == ("agent/" + "x" * 400)[:256]
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def add_dated_rows(days_ago: list[int]) -> None:
+    with raw() as cursor:
+        for days in days_ago:
+            cursor.execute(
+                "INSERT INTO audit_logs (action, detail, created_at) "
+                "VALUES ('login_success', %s, now() - make_interval(days => %s))",
+                (f"{days} days ago", days),
+            )
+
+
+def purge(runner, before: str):
+    result = runner.invoke(args=["audit", "purge", "--before", before])
+    return result.exit_code, result.output
+
+
+def test_purge_removes_the_old_rows_records_its_anchor_and_verify_still_holds(runner, monkeypatch):
+    monkeypatch.setattr(chain, "PURGE_BATCH_ROWS", 7)  # several transactions
+    add_dated_rows([400] * 30 + [100] * 20 + [1] * 5)
+    anchor = stored_rows()[49]
+
+    cutoff = datetime.now(UTC) - timedelta(days=50)
+    code, output = purge(runner, cutoff.strftime("%Y-%m-%d"))
+
+    assert code == 0, output
+    assert f"Purged 50 rows created before {cutoff.strftime('%Y-%m-%d')}T00:00:00" in output
+    rows = stored_rows()
+    assert [row["detail"] for row in rows[:5]] == ["1 days ago"] * 5
+    assert rows[0]["prev_hash"] == anchor["row_hash"]
+    (purged,) = [row for row in rows if row["action"] == "audit_purged"]
+    assert purged["changes"] == {
+        "purged": 50,
+        "before": f"{cutoff.strftime('%Y-%m-%d')}T00:00:00.000000+00:00",
+        "anchor_id": anchor["id"],
+        "anchor_hash": anchor["row_hash"],
+    }
+    assert verify(runner) == (0, "6 rows checked: ok\n")
+    assert purge(runner, cutoff.strftime("%Y-%m-%d"))[1].endswith("nothing purged.\n")
+
+
+def test_purge_stops_at_the_first_row_it_must_keep_so_the_chain_has_no_hole(runner):
+    add_dated_rows([10, 10, 1, 10, 1])  # a late writer: id 4 is older than id 3
+
+    code, output = purge(runner, (datetime.now(UTC) - timedelta(days=5)).isoformat())
+
+    assert code == 0, output
+    assert [row["id"] for row in stored_rows()] == [3, 4, 5, 6]
+    assert verify(runner)[0] == 0
+
+
+def test_after_a_purge_a_deletion_at_the_start_is_still_caught(runner):
+    add_dated_rows([100] * 5 + [1] * 5)
+    purge(runner, (datetime.now(UTC) - timedelta(days=50)).isoformat())
+    with raw(bypass_triggers=True) as cursor:
+        cursor.execute("DELETE FROM audit_logs WHERE id = 6")
+
+    code, output = verify(runner)
+
+    assert code == 1
+    assert "row 7: rows missing before it" in output
+
+
+def test_a_head_saved_before_a_purge_is_reported_as_purged_not_as_tampering(runner, tmp_path):
+    add_dated_rows([100] * 5)
+    head, heads = saved_head(runner, tmp_path)
+    add_dated_rows([1] * 3)
+    purge(runner, (datetime.now(UTC) - timedelta(days=50)).isoformat())
+
+    code, output = verify(runner, "--head", str(heads))
+
+    assert code == 0, output
+    assert f"head {head['id']} (line 1): purged" in output
+    assert output.endswith("4 rows checked: ok\n")
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["2026-13-01", "yesterday", "2026-01-01T00:00:00", "2026-01-01 00:00", "", "2999-01-01"],
+)
+def test_purge_refuses_a_date_without_offset_malformed_or_in_the_future(runner, before):
+    add_dated_rows([400] * 3)
+
+    code, output = purge(runner, before)
+
+    assert code == 2
+    assert "--before" in output
+    assert len(stored_rows()) == 3

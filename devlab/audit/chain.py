@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from devlab.models import AuditLog
@@ -175,6 +175,58 @@ def walk(rows: Iterable, first_prev_hash: str) -> Walk:
         expected, checked, previous = current.row_hash, checked + 1, current
         current = following
     return Walk(checked, previous, None)
+
+
+# --- retention -------------------------------------------------------------------------------
+
+PURGE_BATCH_ROWS = 10_000
+
+
+def purge_cutoff(session: Session, before: datetime):
+    """The last row a purge of the rows created before `before` removes: the chain's prefix up
+    to the first row created at or after `before` (ids and times may disagree by a little,
+    and a hole in the chain would break it). None if there is nothing to purge."""
+    first_kept = session.scalar(select(func.min(TRAIL.c.id)).where(TRAIL.c.created_at >= before))
+    last = select(TRAIL.c.id, TRAIL.c.row_hash).order_by(TRAIL.c.id.desc()).limit(1)
+    if first_kept is not None:
+        last = last.where(TRAIL.c.id < first_kept)
+    return session.execute(last).first()
+
+
+def purge(session: Session, before: datetime, record) -> dict | None:
+    """Delete the rows created before `before`, oldest first, PURGE_BATCH_ROWS per transaction.
+
+    Each transaction sets `devlab.audit_purge`, which the append-only trigger lets DELETE
+    through for that transaction alone. The last one also appends the `audit_purged` row
+    (through `record(changes)`), whose anchor is the last row removed: `verify` then accepts
+    the oldest row left, which names that row's hash as its prev_hash. An interrupted purge
+    leaves rows missing at the start, which `verify` reports until the purge is run again.
+    """
+    cutoff = purge_cutoff(session, before)
+    session.rollback()  # no transaction held while deleting: each batch is its own
+    if cutoff is None:
+        return None
+    purged = 0
+    while True:
+        session.execute(text("SET LOCAL devlab.audit_purge = 'on'"))
+        batch = select(TRAIL.c.id).where(TRAIL.c.id <= cutoff.id).order_by(TRAIL.c.id)
+        upper = session.scalar(select(func.max(batch.limit(PURGE_BATCH_ROWS).subquery().c.id)))
+        if upper is None:  # everything up to the anchor is gone already (a purge run again)
+            session.rollback()
+            break
+        purged += session.execute(delete(TRAIL).where(TRAIL.c.id <= upper)).rowcount
+        if upper == cutoff.id:
+            changes = {
+                "purged": purged,
+                "before": utc_text(before),
+                "anchor_id": cutoff.id,
+                "anchor_hash": cutoff.row_hash,
+            }
+            record(changes)
+            session.commit()
+            return changes
+        session.commit()
+    return None
 
 
 # --- signed heads ----------------------------------------------------------------------------

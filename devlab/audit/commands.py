@@ -2,12 +2,14 @@
 
 import json
 import sys
+from datetime import UTC, datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from devlab.audit import chain
+from devlab.audit.trail import record_cli
 from devlab.extensions import db
 
 audit_cli = AppGroup("audit", help="The audit trail: verify its chain, sign heads, purge.")
@@ -91,3 +93,53 @@ def head() -> None:
 def public_key() -> None:
     """Print the public key that verifies the heads (PEM, SubjectPublicKeyInfo)."""
     click.echo(chain.public_key_pem(chain.signing_key(current_app)), nl=False)
+
+
+def _moment(value: str) -> datetime:
+    """DATE as YYYY-MM-DD (midnight UTC) or an ISO 8601 timestamp with its offset."""
+    try:
+        if len(value) == len("YYYY-MM-DD"):
+            return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise click.BadParameter(
+            "give YYYY-MM-DD (midnight UTC) or an ISO 8601 timestamp with its offset, "
+            "such as 2026-01-31T12:00:00+00:00.",
+            param_hint="--before",
+        )
+    return moment
+
+
+@audit_cli.command("purge")
+@click.option(
+    "--before", "before_text", required=True, metavar="DATE", help="Keep rows from then on."
+)
+def purge(before_text: str) -> None:
+    """Delete the rows created before DATE (retention), oldest first, in short transactions.
+
+    The trail records the purge (`audit_purged`, with the last row removed as its anchor), so
+    `flask audit verify` still holds afterwards. DATE is YYYY-MM-DD (midnight UTC) or an ISO
+    8601 timestamp with its offset, and not in the future.
+    """
+    _require_chain()
+    before = _moment(before_text)
+    if before > datetime.now(UTC):
+        raise click.BadParameter("DATE is in the future.", param_hint="--before")
+
+    def record(changes: dict) -> None:
+        record_cli(
+            "audit_purged",
+            f"purged {changes['purged']} rows created before {changes['before']}",
+            changes=changes,
+        )
+
+    done = chain.purge(db.session, before, record)
+    if done is None:
+        click.echo(f"No rows created before {chain.utc_text(before)}: nothing purged.")
+    else:
+        click.echo(
+            f"Purged {done['purged']} rows created before {done['before']}; the oldest row left "
+            f"follows row {done['anchor_id']}."
+        )
