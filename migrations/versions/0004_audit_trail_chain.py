@@ -59,10 +59,13 @@ END
 $$
 """
 
+# PL/pgSQL, not SQL: a SQL function taking a row is not inlined, and was 20 times slower here
+# (97 against 5 microseconds a row, with the hash).
 CANONICAL_ROW = r"""
 CREATE FUNCTION audit_row_canonical(r audit_logs) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '{"action":' || coalesce(to_json(r.action)::text, 'null')
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN '{"action":' || coalesce(to_json(r.action)::text, 'null')
         || ',"changes":' || coalesce(audit_json_canonical(r.changes), 'null')
         || ',"created_at":' || coalesce(to_json(to_char(r.created_at AT TIME ZONE 'UTC',
                                        'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))::text, 'null')
@@ -77,14 +80,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         || ',"target_type":' || coalesce(to_json(r.target_type)::text, 'null')
         || ',"user_agent":' || coalesce(to_json(r.user_agent)::text, 'null')
         || ',"user_id":' || coalesce(r.user_id::text, 'null')
-        || '}'
+        || '}';
+END
 $$
 """
 
 ROW_HASH = r"""
 CREATE FUNCTION audit_row_hash(prev_hash text, r audit_logs) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT encode(sha256(convert_to(prev_hash || E'\n' || audit_row_canonical(r), 'UTF8')), 'hex')
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN encode(sha256(convert_to(prev_hash || E'\n' || audit_row_canonical(r), 'UTF8')), 'hex');
+END
 $$
 """
 
