@@ -38,10 +38,12 @@ timeout = 30
 limit_request_line = 8190
 # gunicorn 27's control socket sits in $HOME and would be shared by every instance; unused here.
 control_socket_disable = True
-# Access log: worker pid, client, method, path, status, size, time. No query strings, headers
-# or bodies, so a token or password never reaches a log line.
+# Access log: worker pid, client, method, path, status, size, time, and the request's id from
+# the X-Request-ID the app answered with (devlab/request_id.py), as the app's own log lines of the
+# request end. No query strings, request headers or bodies, so a token or password never reaches
+# a log line, nor an id the app did not accept.
 accesslog = "-"
-access_log_format = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+access_log_format = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'
 errorlog = "-"
 
 

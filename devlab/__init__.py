@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, RequestRedirect
 
 from config import Config, finalize_config
-from devlab import cli, db_timeout, docs, headers, passwords, ratelimit, request_body
+from devlab import cli, db_timeout, docs, headers, passwords, ratelimit, request_body, request_id
 from devlab.admin import routes as admin_routes
 from devlab.audit import routes as audit_routes
 from devlab.audit import trail
@@ -117,7 +117,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)
     access.init_app(app)
-    api.init_app(app)
+    api.init_app(app, spec_kwargs={"extra_plugins": [request_id.DocumentedHeader()]})
     for feature in (auth_routes, notes_routes, admin_routes, audit_routes, health_routes):
         api.register_blueprint(feature.blp)
     docs.init_app(app)
@@ -128,4 +128,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     ratelimit.init_app(app)
     trail.init_app(app)
     cli.init_app(app)
+    # Last, so that its middleware wraps all the others: a request gets its id before anything
+    # else happens to it, and every answer gets the header.
+    request_id.init_app(app)
     return app

@@ -5,12 +5,12 @@ import re
 
 import flask_smorest
 from flask_smorest import abort
-from flask_smorest.error_handler import ErrorSchema
 from marshmallow import RAISE, ValidationError
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from devlab.errors import BODY_TOO_LARGE
+from devlab.extensions import ErrorSchema
 
 BODY_LOCATIONS = ("json", "form", "json_or_form")
 UNREADABLE_BODY = "The request body is not readable: malformed JSON, or broken chunked encoding."

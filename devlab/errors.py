@@ -1,8 +1,10 @@
-"""The one JSON error shape, `{code, status, message[, errors]}`, for every failure.
+"""The one JSON error shape, `{code, status, message[, errors], request_id}`, for every failure.
 
 flask-smorest's aborts and validation errors, werkzeug's routing errors, database errors, a full
 password-hashing queue and anything unexpected all leave through here; no exception text ever
-reaches a client.
+reaches a client. `request_id` is the request's X-Request-ID (devlab/request_id.py), so that a
+client reporting an error can name the request, and the server's log lines of it be found. The
+OpenAPI document describes this shape with devlab/extensions.py's ErrorSchema.
 """
 
 from http import HTTPStatus
@@ -16,6 +18,7 @@ from devlab.db_timeout import RETRY_SECONDS
 from devlab.extensions import db
 from devlab.models import CONFLICT_MESSAGES
 from devlab.passwords import HashingBusy
+from devlab.request_id import current_request_id
 
 UNREADABLE_INPUT = {400: "The request body could not be read (malformed JSON?)."}
 BODY_TOO_LARGE = "The request body is larger than 1 MiB."
@@ -34,6 +37,7 @@ def error_response(status: int, message: str, *, errors: dict | None = None, hea
     body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
     if errors:
         body["errors"] = errors
+    body["request_id"] = current_request_id()
     response = jsonify(body)
     response.status_code = status
     if headers:

@@ -4,9 +4,11 @@ import time
 
 import flask_jwt_extended
 import flask_smorest
+import marshmallow as ma
 from flask import current_app
 from flask_jwt_extended.config import config as jwt_config
 from flask_migrate import Migrate
+from flask_smorest.error_handler import ErrorSchema as SmorestErrorSchema
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
@@ -26,10 +28,20 @@ class Base(DeclarativeBase):
     )
 
 
+class ErrorSchema(SmorestErrorSchema):
+    """Every error body, as devlab/errors.py writes it; for the OpenAPI document only."""
+
+    request_id = ma.fields.String(
+        required=True,
+        metadata={"description": "This request's id, as in the X-Request-ID header."},
+    )
+
+
 class Api(flask_smorest.Api):
     # No catch-all `default` response: each operation lists every status it answers, so that
     # a client, and `make fuzz`, can tell a documented answer from a surprise.
     DEFAULT_ERROR_RESPONSE_NAME = None
+    ERROR_SCHEMA = ErrorSchema
 
 
 VERIFIED_TOKENS = "devlab.verified_tokens"

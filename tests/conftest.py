@@ -45,6 +45,14 @@ TEST_SETTINGS = {
 PASSWORD = "correct horse battery staple"
 
 
+def without_request_id(response) -> dict:
+    """An error's JSON body without its `request_id`, which must be the X-Request-ID header's:
+    every request has an id of its own, so two answers that must not differ differ there."""
+    body = response.get_json()
+    assert body.pop("request_id") == response.headers["X-Request-ID"]
+    return body
+
+
 def _create_test_database(url: str) -> None:
     """Create the test database if it is missing; stop the run if PostgreSQL is not there."""
     target = make_url(url)

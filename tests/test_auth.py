@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from devlab.extensions import db
 from devlab.models import User
-from tests.conftest import PASSWORD, TEST_SETTINGS
+from tests.conftest import PASSWORD, TEST_SETTINGS, without_request_id
 
 SIGNING_KEY = TEST_SETTINGS["JWT_SECRET_KEY"]
 
@@ -251,7 +251,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(client):
     unknown_user = login(client, "nobody", "not the password")
 
     assert wrong_password.status_code == unknown_user.status_code == 401
-    assert wrong_password.get_json() == unknown_user.get_json()
+    assert without_request_id(wrong_password) == without_request_id(unknown_user)
     assert wrong_password.get_json()["message"] == "Incorrect username or password."
 
 

@@ -19,7 +19,7 @@ from config import ConfigError
 from devlab import create_app, passwords
 from devlab.errors import HASHING_BUSY
 from devlab.extensions import db
-from tests.conftest import PASSWORD, TEST_SETTINGS
+from tests.conftest import PASSWORD, TEST_SETTINGS, without_request_id
 
 WRONG_PASSWORD = "not the password at all 123"
 
@@ -217,7 +217,7 @@ def test_a_login_that_waits_too_long_for_a_hashing_slot_answers_503_with_retry_a
         response = login(app, username, password)
 
     assert response.status_code == 503
-    assert response.get_json() == {
+    assert without_request_id(response) == {
         "code": 503,
         "status": "Service Unavailable",
         "message": HASHING_BUSY,

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import pytest
 
@@ -235,3 +236,59 @@ def test_gunicorn_workers_freeze_what_they_loaded_out_of_garbage_collection():
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def raw_answer(base: str, path: str, *headers: str) -> tuple[int, dict[str, list[str]]]:
+    """GET `path` with `headers` sent as they are; the status and headers of the answer."""
+    host, port = base.removeprefix("http://").split(":")
+    lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Connection: close", *headers]
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status_line, *header_lines = answer.partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    answered: dict[str, list[str]] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        answered.setdefault(name.strip().lower(), []).append(value.strip())
+    return int(status_line.split()[1]), answered
+
+
+def test_gunicorn_logs_each_requests_id_in_its_access_line_and_the_apps_lines(tmp_path):
+    """Behind a trusted proxy, with PostgreSQL away so that the app logs a warning."""
+    log = tmp_path / "gunicorn.log"
+    settings = {
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/devlab",
+        "TRUSTED_PROXY_HOPS": "1",
+        "WEB_CONCURRENCY": "1",
+        "RATELIMIT_ENABLED": "0",
+    }
+    with gunicorn_serving(log, **settings) as base:
+        kept = raw_answer(base, "/dbstatus", "X-Request-ID: edge-7f3a.req:0042")
+        made = raw_answer(base, "/health")
+        twice = raw_answer(base, "/health", "X-Request-ID: abcdefgh", "X-Request-ID: ijklmnop")
+
+    written = log.read_text().splitlines()
+    assert kept[0] == 503
+    assert kept[1]["x-request-id"] == ["edge-7f3a.req:0042"]
+    assert any(
+        line.endswith(
+            "WARNING in errors: Database unavailable: OperationalError "
+            "request_id=edge-7f3a.req:0042"
+        )
+        for line in written
+    ), written
+    assert any(
+        '"GET /dbstatus" 503 ' in line and line.endswith(" request_id=edge-7f3a.req:0042")
+        for line in written
+    ), written
+    for status, headers in (made, twice):
+        assert status == 200
+        [request_id] = headers["x-request-id"]
+        assert str(uuid.UUID(request_id)) == request_id
+        assert any(
+            '"GET /health" 200 ' in line and line.endswith(f" request_id={request_id}")
+            for line in written
+        ), written
+    assert not [line for line in written if "abcdefgh" in line or "ijklmnop" in line]
