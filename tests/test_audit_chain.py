@@ -504,3 +504,17 @@ def test_purge_refuses_a_date_without_offset_malformed_or_in_the_future(runner, 
     assert code == 2
     assert "--before" in output
     assert len(stored_rows()) == 3
+
+
+def test_every_row_of_a_request_stores_its_request_id(client, accounts):
+    response = client.post(
+        "/signup",
+        json={"username": "alice", "email": "alice@example.com", "password": "x" * 20},
+    )
+    failed = client.post("/login", json={"username": "alice", "password": "wrong" * 4})
+
+    (signup,) = rows_of("signup")
+    (login_failed,) = rows_of("login_failed")
+    assert signup["request_id"] == response.headers["X-Request-ID"]
+    assert login_failed["request_id"] == failed.headers["X-Request-ID"]
+    assert failed.get_json()["request_id"] == login_failed["request_id"]

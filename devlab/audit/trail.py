@@ -27,6 +27,7 @@ from devlab.client import client_ip
 from devlab.errors import database_error_response
 from devlab.extensions import db
 from devlab.models import AuditLog, User
+from devlab.request_id import current_request_id
 
 ACTIONS = (
     "signup",
@@ -187,6 +188,7 @@ def _row_for(event: AuditEvent, response: Response) -> dict:
         "method": request.method,
         "path": request.path,
         "status_code": response.status_code,
+        "request_id": current_request_id(),
         "user_agent": request.headers.get("User-Agent", "")[:USER_AGENT_MAX] or None,
         "target_type": target_type,
         "target_id": None if target_id is None else str(target_id),
