@@ -56,7 +56,8 @@ lint: $(VENV)/.dev
 	@command -v docker-compose >/dev/null || { \
 		echo "docker-compose not found: installing Debian's package (needs root)"; \
 		apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
-	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length docker-compose config --quiet
+	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length \
+		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose config --quiet
 
 clean:
 	rm -rf $(VENV) bench/.venv .pytest_cache .ruff_cache
