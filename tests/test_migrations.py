@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import SAWarning
+from sqlalchemy.exc import IntegrityError, SAWarning
 
 from devlab import create_app
 from devlab.extensions import db
@@ -98,3 +98,38 @@ def test_a_user_row_written_by_the_earlier_service_is_valid(app, client):
     assert row.is_admin is False
     assert row.created_at is not None
     assert client.post("/login", json={"username": "legacy", "password": "x"}).status_code == 401
+
+
+def test_upgrading_a_database_with_audit_rows_chains_them_so_that_it_verifies(app, accounts):
+    """A database at revision 0003 holds rows written before the chain: 0004 chains them, in
+    id order, and the rows written after continue the chain."""
+    accounts.headers("alice")  # a signup and a login, written before the downgrade
+    with app.app_context():
+        downgrade(revision="0003")
+        db.session.execute(
+            text(
+                "INSERT INTO audit_logs (action, detail, created_at) SELECT 'note_created', "
+                "'row ' || i || ' \u00e9\"\\\\', now() - i * interval '1 minute' "
+                "FROM generate_series(1, 300) AS i"
+            )
+        )
+        db.session.commit()
+        upgrade()
+    accounts.token("alice")  # one more row, through the trigger
+
+    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+
+    assert (result.exit_code, result.output) == (0, "303 rows checked: ok\n")
+
+
+def test_sqlite_keeps_the_trail_append_only(sqlite_app):
+    with sqlite_app.app_context():
+        upgrade()
+        db.session.execute(text("INSERT INTO audit_logs (action) VALUES ('signup')"))
+        db.session.commit()
+        for statement in ("UPDATE audit_logs SET detail = 'x'", "DELETE FROM audit_logs"):
+            with pytest.raises(IntegrityError, match="audit_logs is append-only"):
+                db.session.execute(text(statement))
+            db.session.rollback()
+
+        assert db.session.scalar(text("SELECT count(*) FROM audit_logs")) == 1
