@@ -398,6 +398,8 @@ class Config:
     OPENAPI_JSON_PATH = "openapi.json"
     OPENAPI_SWAGGER_UI_PATH = "/docs"
     OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+    # Authorize once: Swagger UI keeps the token across reloads of /docs.
+    OPENAPI_SWAGGER_UI_CONFIG = {"persistAuthorization": True}
     API_SPEC_OPTIONS = {
         "info": {
             "description": (

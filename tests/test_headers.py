@@ -1,6 +1,8 @@
 """Hardening headers on every answer, errors included; HSTS on demand; CORS only when allowed."""
 
+import json
 import re
+from html import unescape as html_unescape
 
 import pytest
 
@@ -131,7 +133,13 @@ def test_the_docs_page_allows_only_its_own_scripts(client):
         assert 'src="/' in attributes
         assert inline_code.strip() == ""
     assert 'data-spec-url="/openapi.json"' in html
-    assert "persistAuthorization" not in html
+    # The Authorize dialog's token outlives a reload (Swagger UI keeps it in localStorage).
+    assert json.loads(html_unescape(re.search(r"data-config='([^']*)'", html).group(1))) == {
+        "persistAuthorization": True
+    }
+    stylesheets = re.findall(r'<link href="([^"]+)" rel="stylesheet"', html)
+    assert "/static/swagger-ui-devlab.css" in stylesheets
+    assert "#client_secret" in client.get("/static/swagger-ui-devlab.css").get_data(as_text=True)
 
 
 def test_the_docs_initializer_script_is_served_as_javascript(client):

@@ -36,6 +36,6 @@ class DatabaseStatus(MethodView):
     @blp.response(200, DatabaseStatusSchema)
     @blp.alt_error(503, DATABASE_UNAVAILABLE)
     def get(self):
-        """Readiness: the database answers a query (503 from errors.py when it does not)."""
+        """Readiness: the database answers a query (503 when it does not)."""
         db.session.execute(text("SELECT 1"))
         return {"database": "ok"}
