@@ -52,6 +52,7 @@ PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 import os
 import re
 import secrets
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -105,6 +106,86 @@ OWASP_ARGON2ID_MINIMUMS = ((1, 47104), (2, 19456), (3, 12288), (4, 9216), (5, 71
 
 class ConfigError(RuntimeError):
     """A setting is missing or unusable; the message names the variable."""
+
+
+# --- start-up failures, told in one line ----------------------------------------------------
+# A refused setting (ConfigError, raised while this module loads or by finalize_config) or a
+# database that cannot be reached when a command starts (`make run` migrates first) stops
+# `flask` and gunicorn with one line on stderr that says what to do, and exit status 1; any
+# other error keeps its traceback, as a bug to report. `flask` meets these while importing the
+# app (wsgi.py), outside any code that could catch them, hence an exception hook; gunicorn's
+# master checks the settings before it starts workers (gunicorn.conf.py), so that a refused
+# setting is one line rather than a traceback per worker. They live here, with the settings,
+# because this module loads before the app and everything it imports.
+
+START_UP_FAILURE = "DevLab cannot start: "
+
+
+def start_up_failure(error: BaseException) -> str | None:
+    """One line for a start-up failure a user can cause, or None for anything else."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    if isinstance(error, ConfigError):
+        return START_UP_FAILURE + str(error)
+    if isinstance(error, ArgumentError) and "URL" in str(error):
+        return (
+            START_UP_FAILURE + "DATABASE_URL is not a database URL (postgresql://user@host/name)."
+        )
+    if isinstance(error, OperationalError):
+        return START_UP_FAILURE + _database_problem(error)
+    return None
+
+
+def _database_problem(error) -> str:
+    """What went wrong connecting, without repeating the URL or its password."""
+    from sqlalchemy.engine import make_url
+
+    message = str(error.orig).strip() if error.orig is not None else str(error)
+    url = make_url(normalize_database_url(os.environ.get("DATABASE_URL") or "sqlite://"))
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    if url.database and f'database "{url.database}" does not exist' in message:
+        return (
+            f'the database "{url.database}" does not exist on {where}: create it '
+            f"(createdb {url.database}), or set DATABASE_URL to one that exists."
+        )
+    if "password authentication failed" in message or (
+        "role" in message and "does not exist" in message
+    ):
+        return f"PostgreSQL at {where} refused the user or password in DATABASE_URL: check them."
+    if any(sign in message for sign in ("Connection refused", "could not connect", "timeout")):
+        return f"no PostgreSQL answers at {where}: start it, or set DATABASE_URL to one that runs."
+    if url.get_backend_name() == "sqlite":
+        return (
+            f"the SQLite database cannot be opened ({message.splitlines()[0]}): check DATABASE_URL."
+        )
+    return f"PostgreSQL at {where} refused the connection: check DATABASE_URL."
+
+
+def explain_start_up_failures() -> None:
+    """From now on, an uncaught start-up failure a user can cause prints its one line."""
+    default = sys.excepthook
+
+    def hook(kind, error, traceback) -> None:
+        line = start_up_failure(error)
+        if line is None:
+            default(kind, error, traceback)
+        else:
+            print(line, file=sys.stderr)
+
+    sys.excepthook = hook
+
+
+def exit_on_start_up_failure(error: BaseException) -> None:
+    """For code that catches the error itself (gunicorn.conf.py): print the line and exit 1."""
+    line = start_up_failure(error)
+    if line is None:
+        raise error
+    print(line, file=sys.stderr)
+    raise SystemExit(1)
+
+
+# Before the settings below are read, since reading them may already refuse one.
+explain_start_up_failures()
 
 
 def _int_from_env(name: str, default: int, minimum: int = 0) -> int:

@@ -3,6 +3,7 @@ the threads per worker from config.py (GUNICORN_THREADS), which the app reads to
 
 import gc
 import os
+import sys
 
 from dotenv import load_dotenv
 
@@ -10,8 +11,15 @@ from dotenv import load_dotenv
 if not os.environ.get("FLASK_SKIP_DOTENV"):
     load_dotenv()
 
-# After load_dotenv: Config reads the environment when imported.
-from config import Config
+# After load_dotenv: Config reads the environment when imported. A refused setting is one line
+# (gunicorn would print a traceback), and the app is made once here before any worker starts
+# (on_starting), so that what create_app refuses is one line too, not a traceback per worker.
+try:
+    from config import Config, exit_on_start_up_failure
+except Exception as error:
+    if type(error).__name__ != "ConfigError":
+        raise
+    sys.exit(f"DevLab cannot start: {error}")
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8005')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -54,3 +62,12 @@ def post_worker_init(worker) -> None:
     /notes at 32 connections, 5 rounds each, interleaved: p99 ÷ p50 2.50 → 2.14 and 2.42 →
     2.16 in two runs, req/s unchanged within noise (bench/RESULTS.md)."""
     gc.freeze()
+
+
+def on_starting(server) -> None:
+    try:
+        from devlab import create_app
+
+        create_app()
+    except Exception as error:  # exit_on_start_up_failure raises what it cannot explain
+        exit_on_start_up_failure(error)

@@ -167,8 +167,35 @@ def test_flask_refuses_to_start_with_bad_settings(settings, variable):
         timeout=60,
     )
 
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert variable in result.stderr
+    assert result.stderr.startswith("DevLab cannot start: ")
+    assert result.stderr.count("\n") == 1  # one line, no traceback
+
+
+@pytest.mark.parametrize(
+    ("database", "advice"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/devlab_no_such_db", "(createdb devlab_no_such_db)"),
+        (f"postgresql://postgres@127.0.0.1:{free_port()}/devlab", "no PostgreSQL answers at"),
+        ("postgresql://devlab_no_such_role:secret@127.0.0.1:5432/devlab", "user or password"),
+        ("not a url", "DATABASE_URL is not a database URL"),
+    ],
+)
+def test_migrating_without_a_reachable_database_says_what_to_do_in_one_line(database, advice):
+    result = subprocess.run(
+        [BIN / "flask", "db", "upgrade"],
+        cwd=PROJECT,
+        env=clean_env(DATABASE_URL=database),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert advice in result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+    assert result.stderr.startswith("DevLab cannot start: ")
 
 
 def test_gunicorn_exits_non_zero_in_production_without_a_secret():
@@ -181,8 +208,9 @@ def test_gunicorn_exits_non_zero_in_production_without_a_secret():
         timeout=60,
     )
 
-    assert result.returncode != 0
-    assert "JWT_SECRET_KEY" in result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "DevLab cannot start: JWT_SECRET_KEY must be set" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_logout_in_one_server_process_holds_in_another(tmp_path):
