@@ -24,6 +24,8 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | ARGON2_MEMORY_KIB        | 65536                   | argon2id memory, KiB                      |
 | ARGON2_PARALLELISM       | 4                       | argon2id lanes                            |
 | GUNICORN_THREADS         | 4                       | threads per worker (gunicorn.conf.py)     |
+| GRACEFUL_TIMEOUT_SECONDS | 20                      | SIGTERM: how long requests may finish     |
+| DEVLAB_TEST_REQUEST_DELAY_SECONDS | 0              | tests only: delay of `X-Test-Delay` calls |
 | PASSWORD_HASHING_CONCURRENCY | 1                   | password hashes per worker at once        |
 | RATELIMIT_ENABLED        | 1                       | 0 turns every rate limit off              |
 | RATELIMIT_STORAGE_URI    | memory://               | redis://host:6379/0 shares limits         |
@@ -254,6 +256,8 @@ def finalize_config(config: dict, instance_path: str) -> None:
     # PostgreSQL is away and recover when it returns.
     config["JWT_SECRET_KEY"] = resolve_jwt_secret(config, instance_path)
     config["AUDIT_SIGNING_KEY"] = resolve_audit_signing_key(config, instance_path)
+    if config["DEVLAB_ENV"] == "production" and config["TEST_REQUEST_DELAY_SECONDS"]:
+        raise ConfigError("DEVLAB_TEST_REQUEST_DELAY_SECONDS is for tests; production refuses it.")
     check_argon2_costs(config)
     check_hashing_concurrency(config)
     check_rate_limits(config)
@@ -446,6 +450,11 @@ class Config:
     # Threads per worker: gunicorn.conf.py serves with this many, and the hashing bound keeps
     # one of them free for other requests.
     GUNICORN_THREADS = _int_from_env("GUNICORN_THREADS", 4, minimum=1)
+    # On SIGTERM gunicorn stops accepting and lets requests in flight finish for this long.
+    GRACEFUL_TIMEOUT_SECONDS = _int_from_env("GRACEFUL_TIMEOUT_SECONDS", 20, minimum=1)
+    # Tests only: requests carrying `X-Test-Delay: 1` wait this long first, so that a test can
+    # stop a server while one is in flight. Refused in production (finalize_config).
+    TEST_REQUEST_DELAY_SECONDS = _int_from_env("DEVLAB_TEST_REQUEST_DELAY_SECONDS", 0)
     # One hash's lanes (ARGON2_PARALLELISM threads of their own, outside the GIL) already fill
     # 2 cores, so more at once add latency and memory rather than throughput; bench/run.py
     # measures GET /notes while logins flood in.

@@ -39,6 +39,9 @@ threads = Config.GUNICORN_THREADS
 # connection per request to its upstream unless told otherwise.
 keepalive = 0
 timeout = 30
+# SIGTERM (a deploy, `docker stop`): stop accepting, let requests in flight finish (their
+# changes commit with their audit rows), then exit 0; past this many seconds workers are killed.
+graceful_timeout = Config.GRACEFUL_TIMEOUT_SECONDS
 # gunicorn answers a request line over this many bytes itself, with a 414 in HTML. Its default
 # (4094) took query strings the app must answer, such as a page number of 5,000 digits (a JSON
 # 422); 8190 is gunicorn's maximum, and every request the OpenAPI document allows is far

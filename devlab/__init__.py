@@ -1,10 +1,11 @@
 """DevLab: a JSON REST backend for accounts, notes and an audit trail."""
 
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask_orjson import OrjsonProvider
 from werkzeug.exceptions import HTTPException
@@ -96,6 +97,12 @@ class DevLab(Flask):
         return response
 
 
+def _delay_for_tests() -> None:
+    """DEVLAB_TEST_REQUEST_DELAY_SECONDS: keep a request marked `X-Test-Delay: 1` in flight."""
+    if request.headers.get("X-Test-Delay") == "1":
+        time.sleep(current_app.config["TEST_REQUEST_DELAY_SECONDS"])
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` overriding any setting."""
     instance_path = (test_config or {}).get("INSTANCE_PATH") or Config.INSTANCE_PATH
@@ -128,6 +135,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     ratelimit.init_app(app)
     trail.init_app(app)
     cli.init_app(app)
+    if app.config["TEST_REQUEST_DELAY_SECONDS"]:
+        app.before_request(_delay_for_tests)
     # Last, so that its middleware wraps all the others: a request gets its id before anything
     # else happens to it, and every answer gets the header.
     request_id.init_app(app)

@@ -16,7 +16,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEVLAB_SETTING_PREFIXES = (
     *("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_", "CORS_", "FORCE_"),
-    *("GUNICORN_", "WEB_CONCURRENCY", "HOST", "PORT"),
+    *("GUNICORN_", "GRACEFUL_", "WEB_CONCURRENCY", "HOST", "PORT"),
 )
 
 
@@ -50,6 +50,13 @@ def gunicorn_serving(log: Path, **settings: str):
 
     The server's output goes to `log`. It is stopped on the way out, whatever happened.
     """
+    with gunicorn_process(log, **settings) as (base, _server):
+        yield base
+
+
+@contextmanager
+def gunicorn_process(log: Path, **settings: str):
+    """As gunicorn_serving, but yields (base URL, the gunicorn master's Popen) as well."""
     port = free_port()
     defaults = {
         "DATABASE_URL": TEST_DATABASE_URL,
@@ -78,7 +85,8 @@ def gunicorn_serving(log: Path, **settings: str):
             assert server.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        yield base
+        yield base, server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.wait(timeout=30)
