@@ -37,6 +37,10 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | RATELIMIT_PASSWORD_FAILURES | 5 per 15 minutes     | wrong current passwords per account       |
 | RATELIMIT_NOTES_WRITE    | 120 per minute          | note creations and changes per user       |
 
+JWT_SECRET_KEY, AUDIT_SIGNING_KEY and DATABASE_URL may each come from a file instead, named
+by JWT_SECRET_KEY_FILE, AUDIT_SIGNING_KEY_FILE or DATABASE_URL_FILE (as Docker and Kubernetes
+mount secrets); setting both a variable and its _FILE is refused.
+
 In production the argon2id costs must reach one of OWASP's minimum settings (see
 `OWASP_ARGON2ID_MINIMUMS`); development and the tests may use cheaper ones.
 
@@ -143,7 +147,11 @@ def _database_problem(error) -> str:
     from sqlalchemy.engine import make_url
 
     message = str(error.orig).strip() if error.orig is not None else str(error)
-    url = make_url(normalize_database_url(os.environ.get("DATABASE_URL") or "sqlite://"))
+    try:
+        configured = secret_from_env("DATABASE_URL")
+    except ConfigError:
+        configured = None
+    url = make_url(normalize_database_url(configured or "sqlite://"))
     where = f"{url.host or 'localhost'}:{url.port or 5432}"
     if url.database and f'database "{url.database}" does not exist' in message:
         return (
@@ -201,6 +209,22 @@ def _int_from_env(name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
     return value
+
+
+def secret_from_env(name: str) -> str | None:
+    """`name`'s value, or the content of the file that `name`_FILE names (as Docker and
+    Kubernetes mount secrets), without its trailing line break; never both."""
+    value, path = os.environ.get(name), os.environ.get(f"{name}_FILE")
+    if not path:
+        return value
+    if value:
+        raise ConfigError(f"Set {name} or {name}_FILE, not both.")
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{name}_FILE names a file that cannot be read: {type(error).__name__}."
+        ) from None
 
 
 def _bool_from_env(name: str, default: bool) -> bool:
@@ -414,13 +438,13 @@ class Config:
     DEVLAB_ENV = os.environ.get("DEVLAB_ENV", "development").strip().lower()
 
     SQLALCHEMY_DATABASE_URI = normalize_database_url(
-        os.environ.get("DATABASE_URL") or "sqlite:///devlab.db"
+        secret_from_env("DATABASE_URL") or "sqlite:///devlab.db"
     )
     DATABASE_TIMEOUT_SECONDS = _int_from_env("DATABASE_TIMEOUT_SECONDS", 2, minimum=1)
 
-    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
+    JWT_SECRET_KEY = secret_from_env("JWT_SECRET_KEY")
     # The PEM itself or its file's path; config.finalize_config reads and checks it.
-    AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY")
+    AUDIT_SIGNING_KEY = secret_from_env("AUDIT_SIGNING_KEY")
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(
         minutes=_int_from_env("JWT_ACCESS_TOKEN_MINUTES", 15, minimum=1)
     )

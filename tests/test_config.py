@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+import config
 from config import ConfigError, finalize_config, normalize_database_url, resolve_jwt_secret
 from devlab import create_app
 from tests.conftest import TEST_SETTINGS
@@ -83,3 +84,21 @@ def test_an_unknown_environment_name_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="DEVLAB_ENV"):
         finalize_config(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["JWT_SECRET_KEY", "AUDIT_SIGNING_KEY", "DATABASE_URL"])
+def test_secrets_may_come_from_the_file_their_name_file_variable_names(tmp_path, monkeypatch, name):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("the value from the file\n")
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(f"{name}_FILE", str(secret_file))
+
+    assert config.secret_from_env(name) == "the value from the file"
+
+    monkeypatch.setenv(name, "a value of its own")
+    with pytest.raises(ConfigError, match=f"Set {name} or {name}_FILE, not both"):
+        config.secret_from_env(name)
+    monkeypatch.delenv(name)
+    monkeypatch.setenv(f"{name}_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=f"{name}_FILE names a file that cannot be read"):
+        config.secret_from_env(name)
