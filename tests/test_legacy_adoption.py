@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 import pytest
+from alembic.script import ScriptDirectory
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"{LEGACY_SCHEMA} is missing: the FastAPI DevLab's database comes from ../shared",
 )
 
-HEAD = "0003"
+HEAD = ScriptDirectory(str(PROJECT / "migrations")).get_current_head()
 NOT_UTC = "America/Sao_Paulo"  # UTC-3, no daylight saving time since 2019
 # The accounts of ../shared/legacy/README.md.
 ACCOUNTS = {
