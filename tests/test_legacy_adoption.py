@@ -1,10 +1,10 @@
 """`flask db upgrade` adopts the FastAPI DevLab's database in place.
 
 The database is the one in `../shared/legacy/fastapi-devlab-schema.sql` (beside the repository),
-loaded into a database of these tests' own, `adoption_` and the test database's name; variants
-add rows to it. The real `flask db upgrade` runs on it as a separate process, as an operator
-would run it. That database's time zone is not UTC, so that naive timestamps read in the
-server's zone instead of UTC would show.
+loaded into databases of these tests' own, named `adopted_` and `legacy_` followed by the test
+database's name, and dropped at the end; variants add rows to it. The real `flask db upgrade`
+runs on it as a separate process, as an operator would run it. Those databases' time zone is
+not UTC, so that naive timestamps read in the server's zone instead of UTC would show.
 """
 
 import shutil
@@ -46,6 +46,9 @@ def libpq(url) -> str:
 
 class Database:
     """A database of these tests' own beside the test database; its time zone is not UTC."""
+
+    # What its last `flask db upgrade` printed, for the tests that share one adoption.
+    result: subprocess.CompletedProcess | None = None
 
     def __init__(self, prefix: str) -> None:
         test_database = make_url(TEST_DATABASE_URL)
