@@ -1,13 +1,24 @@
-"""Password hashing: argon2id for every new hash, bcrypt still read for accounts carried over.
+"""Password hashing: argon2id for every new hash; bcrypt and pbkdf2_sha256 still read for
+accounts carried over.
 
-Accounts from the earlier FastAPI service keep their bcrypt hashes (`$2b$`, `$2a$`, `$2y$`)
-until their owner next logs in, when `User.check_password` replaces them with argon2id, as it
-does argon2 hashes made with other costs than the configured ones.
+Accounts from the earlier FastAPI service keep their hashes until their owner next logs in, when
+`User.check_password` replaces them with argon2id, as it does argon2 hashes made with other
+costs than the configured ones. That service wrote bcrypt (`$2b$`, `$2a$`, `$2y$`) at first,
+then passlib's pbkdf2_sha256: `$pbkdf2-sha256$<rounds>$<salt>$<checksum>`, salt and checksum in
+passlib's adapted base64 ('.' for '+', no padding). Those are read with libpass, the maintained
+fork of passlib (passlib itself has had no release since 2020 and breaks with bcrypt 4.1): its
+pbkdf2_sha256 handler is passlib's own, which wrote them, so it reads exactly what passlib wrote,
+refuses what is malformed (rounds, salt or checksum) with a ValueError, hashes with
+hashlib.pbkdf2_hmac and compares in constant time (hmac.compare_digest). Only that handler is
+used; parsing the format by hand with hashlib would be ours to get right and keep right.
 
 A failed check costs one argon2id verification at the configured costs whatever the stored
 hash is (even none, for an unknown username), so that timing tells nobody which accounts
 exist. The exceptions are hashes not upgraded yet: a bcrypt hash costs a bcrypt check, and an
-argon2 hash with other costs a verification at those costs.
+argon2 hash with other costs a verification at those costs. A pbkdf2_sha256 check is far
+cheaper than either (29,000 rounds: a few milliseconds), so a wrong password against one costs
+that check and then the decoy verification too: a little more than an unknown username, never
+a fraction of it.
 
 Each worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once, on threads of its
 own. An argon2id hash at the default costs takes 64 MiB, and its lanes run in threads of their
@@ -42,9 +53,11 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION
 from flask import Flask, current_app
+from passlib.hash import pbkdf2_sha256
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX_BYTES = 72
+PBKDF2_SHA256_PREFIX = "$pbkdf2-sha256$"
 ARGON2ID_PREFIX = "$argon2id$"
 BUDGET_KEY = "devlab.hashing_budget"
 # Added to the nice value of the threads that hash: other requests' CPU comes first.
@@ -190,6 +203,8 @@ def verify_password(hashed: str, password: str) -> bool:
 def _verify(hashed: str, password: str) -> bool:
     if hashed.startswith(BCRYPT_PREFIXES):
         return _verify_bcrypt(hashed, password)
+    if hashed.startswith(PBKDF2_SHA256_PREFIX):
+        return _verify_pbkdf2_sha256(hashed, password)
     if _is_argon2(hashed):
         try:
             return _hashed(_hasher().verify, hashed, password)
@@ -224,6 +239,18 @@ def _verify_bcrypt(hashed: str, password: str) -> bool:
     except ValueError:  # a malformed cost or salt, or a hash that is not ASCII
         _spend_verification_time(password)
         return False
+
+
+def _verify_pbkdf2_sha256(hashed: str, password: str) -> bool:
+    try:
+        if _hashed(pbkdf2_sha256.verify, password, hashed):
+            return True
+    except (ValueError, TypeError):  # a malformed hash: rounds, salt or checksum unreadable
+        pass
+    # Far cheaper than argon2id: without this, a wrong password would answer sooner for these
+    # accounts than for an unknown username, and tell which accounts exist.
+    _spend_verification_time(password)
+    return False
 
 
 def needs_rehash(hashed: str) -> bool:

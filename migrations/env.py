@@ -4,6 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from devlab.adoption import adopting_fastapi_tables
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -89,6 +91,16 @@ def run_migrations_online():
 
     with connectable.connect() as connection:
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
+        # Each Alembic command hands its work to env.py as `fn`. Wrapped, an upgrade that would
+        # build revision 0001 where the FastAPI DevLab's tables are adopts them instead, in the
+        # upgrade's one transaction (devlab/adoption.py); other commands pass through.
+        work = context.get_context().opts["fn"]
+        context.configure(
+            connection=connection,
+            target_metadata=get_metadata(),
+            fn=adopting_fastapi_tables(work),
+            **conf_args,
+        )
 
         with context.begin_transaction():
             context.run_migrations()

@@ -11,7 +11,12 @@ end, so the database's own tables are not touched. With --url it times a running
 instead, where it signs up one throwaway user (`bench-` and 12 hex digits) and leaves it there;
 start that server with RATELIMIT_ENABLED=0, or its login limits answer 429 after a few rounds.
 
+In-process, `--known-hash pbkdf2_sha256` gives the known user, once signed up, a passlib
+pbkdf2_sha256 hash of 29,000 rounds instead, as the FastAPI version wrote them: a wrong password
+against such an account must not answer sooner than an unknown username.
+
     .venv/bin/python scripts/bench_login_timing.py [--rounds 25] [--url http://127.0.0.1:8005]
+        [--known-hash pbkdf2_sha256]
 """
 
 import argparse
@@ -38,6 +43,8 @@ MAX_ROUNDS = 200
 
 # Sends one JSON POST and answers the status code.
 Post = Callable[[str, dict], int]
+# Replaces a user's stored hash (in-process only).
+SetHash = Callable[[str, str], None]
 
 
 def main() -> int:
@@ -48,9 +55,9 @@ def main() -> int:
         print(f"Server: {options.url} (argon2 costs: the server's own)")
         timings = run(http_post(options.url), username, password, options.rounds)
     else:
-        with in_process_app(options.database_url) as (post, description):
-            print(description)
-            timings = run(post, username, password, options.rounds)
+        with in_process_app(options.database_url) as (post, set_hash, description):
+            print(f"{description}; the known user's hash: {options.known_hash}")
+            timings = run(post, username, password, options.rounds, options.known_hash, set_hash)
     return report(*timings, options.rounds)
 
 
@@ -68,16 +75,25 @@ def parse_arguments() -> argparse.Namespace:
         "--database-url",
         help="PostgreSQL for the in-process app (default: TEST_DATABASE_URL, else DATABASE_URL)",
     )
+    parser.add_argument(
+        "--known-hash",
+        choices=["argon2id", "pbkdf2_sha256"],
+        default="argon2id",
+        help="the known user's hash (in-process only): DevLab's own (default), or the FastAPI "
+        "version's pbkdf2_sha256 at 29,000 rounds",
+    )
     options = parser.parse_args()
     if not 1 <= options.rounds <= MAX_ROUNDS:
         parser.error(f"--rounds must be between 1 and {MAX_ROUNDS}")
     if options.url and not options.url.startswith(("http://", "https://")):
         parser.error("--url must start with http:// or https://")
+    if options.url and options.known_hash != "argon2id":
+        parser.error("--known-hash needs the in-process app, not --url")
     return options
 
 
 @contextmanager
-def in_process_app(database_url: str | None) -> Iterator[tuple[Post, str]]:
+def in_process_app(database_url: str | None) -> Iterator[tuple[Post, SetHash, str]]:
     """The app as production builds it, in a schema of its own that is dropped afterwards."""
     from flask_migrate import upgrade
     from sqlalchemy import text
@@ -119,7 +135,16 @@ def in_process_app(database_url: str | None) -> Iterator[tuple[Post, str]]:
             f"schema {schema}; argon2id t={config['ARGON2_TIME_COST']}, "
             f"m={config['ARGON2_MEMORY_KIB']} KiB, p={config['ARGON2_PARALLELISM']}"
         )
-        yield (lambda path, body: client.post(path, json=body).status_code), description
+
+        def set_hash(username: str, hashed: str) -> None:
+            with app.app_context():
+                db.session.execute(
+                    text("UPDATE users SET hashed_password = :hashed WHERE username = :username"),
+                    {"hashed": hashed, "username": username},
+                )
+                db.session.commit()
+
+        yield (lambda path, body: client.post(path, json=body).status_code), set_hash, description
     finally:
         with app.app_context():
             db.session.remove()
@@ -149,10 +174,21 @@ def http_post(base_url: str) -> Post:
     return post
 
 
-def run(post: Post, username: str, password: str, rounds: int) -> tuple[list[float], list[float]]:
+def run(
+    post: Post,
+    username: str,
+    password: str,
+    rounds: int,
+    known_hash: str = "argon2id",
+    set_hash: SetHash | None = None,
+) -> tuple[list[float], list[float]]:
     """Sign `username` up, then time failed logins: theirs and a stranger's, in turn."""
     account = {"username": username, "email": f"{username}@example.com", "password": password}
     expect(post("/signup", account), 201, "signing up the benchmark user")
+    if known_hash == "pbkdf2_sha256":
+        from passlib.hash import pbkdf2_sha256
+
+        set_hash(username, pbkdf2_sha256.using(rounds=29000).hash(password))
     attempts = {
         "known": {"username": username, "password": password[::-1]},
         "unknown": {"username": f"nobody-{secrets.token_hex(6)}", "password": password[::-1]},

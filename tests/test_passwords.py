@@ -1,5 +1,10 @@
-"""Password storage: argon2id at the configured costs, bcrypt accounts from the earlier service,
-hashes upgraded on login, and failed logins that cost the same whether or not the user exists."""
+"""Password storage: argon2id at the configured costs, bcrypt and pbkdf2_sha256 accounts from the
+earlier service, hashes upgraded on login, and failed logins that cost the same whether or not the
+user exists."""
+
+import base64
+import hashlib
+import os
 
 import bcrypt
 import pytest
@@ -44,6 +49,19 @@ def bcrypt_hash(password: str, prefix: str = "$2b$") -> str:
     """A hash as passlib's bcrypt wrote it (cost 4 keeps the test fast); $2y$ is $2b$ renamed."""
     made = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4, prefix=b"2b")).decode()
     return prefix + made.removeprefix("$2b$")
+
+
+def pbkdf2_sha256_hash(password: str, rounds: int = 1000) -> str:
+    """A hash in passlib's pbkdf2_sha256 format, made with hashlib alone, so that the format is
+    checked against its documentation rather than against the library that reads it: salt and
+    checksum in adapted base64, '.' for '+' and no padding."""
+    salt = os.urandom(16)
+    checksum = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
+
+    def adapted_base64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode().rstrip("=").replace("+", ".")
+
+    return f"$pbkdf2-sha256${rounds}${adapted_base64(salt)}${adapted_base64(checksum)}"
 
 
 @pytest.fixture
@@ -179,6 +197,55 @@ def test_an_attempt_over_72_bytes_against_a_bcrypt_hash_answers_401(app, client,
     assert login(client, "legacy", "p" * 72).status_code == 200
 
 
+# --- pbkdf2_sha256 hashes, which the FastAPI service wrote after bcrypt ---
+
+LONG_PASSWORD = "a" * 100 + "é"  # 102 bytes: more than bcrypt reads, nothing to pbkdf2
+
+
+@pytest.mark.parametrize("password", [PASSWORD, LONG_PASSWORD], ids=["short", "102-bytes"])
+def test_a_pbkdf2_sha256_user_logs_in_with_the_old_password_and_is_moved_to_argon2id(
+    app, client, password
+):
+    insert_user(app, "legacy", pbkdf2_sha256_hash(password))
+
+    response = login(client, "legacy", password)
+
+    assert response.status_code == 200
+    assert stored_hash(app, "legacy").startswith(CONFIGURED_PREFIX)
+    assert login(client, "legacy", password).status_code == 200
+    assert login(client, "legacy", password[:-1]).status_code == 401
+
+
+def test_a_wrong_password_against_a_pbkdf2_sha256_hash_answers_401_and_keeps_the_hash(app, client):
+    old = pbkdf2_sha256_hash(LONG_PASSWORD)
+    insert_user(app, "legacy", old)
+
+    for attempt in ["not the password", LONG_PASSWORD[:-1], LONG_PASSWORD + "a", "A" * 100 + "é"]:
+        response = login(client, "legacy", attempt)
+
+        assert response.status_code == 401
+        assert response.get_json()["message"] == "Incorrect username or password."
+    assert stored_hash(app, "legacy") == old
+
+
+VALID_PBKDF2 = pbkdf2_sha256_hash(PASSWORD)
+_, _, PBKDF2_ROUNDS, PBKDF2_SALT, PBKDF2_CHECKSUM = VALID_PBKDF2.split("$")
+UNREADABLE_PBKDF2 = {
+    "pbkdf2-no-fields": "$pbkdf2-sha256$",
+    "pbkdf2-no-checksum": f"$pbkdf2-sha256${PBKDF2_ROUNDS}${PBKDF2_SALT}",
+    "pbkdf2-empty-checksum": f"$pbkdf2-sha256${PBKDF2_ROUNDS}${PBKDF2_SALT}$",
+    "pbkdf2-short-checksum": f"$pbkdf2-sha256${PBKDF2_ROUNDS}${PBKDF2_SALT}${PBKDF2_CHECKSUM[:20]}",
+    "pbkdf2-bad-base64": f"$pbkdf2-sha256${PBKDF2_ROUNDS}${PBKDF2_SALT}$!{PBKDF2_CHECKSUM[1:]}",
+    "pbkdf2-extra-field": f"{VALID_PBKDF2}$more",
+    "pbkdf2-rounds-not-a-number": f"$pbkdf2-sha256$many${PBKDF2_SALT}${PBKDF2_CHECKSUM}",
+    "pbkdf2-rounds-zero": f"$pbkdf2-sha256$0${PBKDF2_SALT}${PBKDF2_CHECKSUM}",
+    "pbkdf2-rounds-negative": f"$pbkdf2-sha256$-1${PBKDF2_SALT}${PBKDF2_CHECKSUM}",
+    "pbkdf2-rounds-zero-padded": f"$pbkdf2-sha256$0{PBKDF2_ROUNDS}${PBKDF2_SALT}${PBKDF2_CHECKSUM}",
+    "pbkdf2-rounds-over-32-bits": f"$pbkdf2-sha256${2**64}${PBKDF2_SALT}${PBKDF2_CHECKSUM}",
+    "pbkdf2-salt-not-ascii": f"$pbkdf2-sha256${PBKDF2_ROUNDS}$é${PBKDF2_CHECKSUM}",
+}
+
+
 @pytest.mark.parametrize(
     "hashed",
     [
@@ -194,6 +261,7 @@ def test_an_attempt_over_72_bytes_against_a_bcrypt_hash_answers_401(app, client,
         "$argon2id$v=19$m=8,t=1,p=1$!!!!$!!!!",
         "$argon2id$v=19$m=8,t=1,p=4$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA",
         "$argon2id$v=19$m=8,t=1,p=1$é$x",
+        *UNREADABLE_PBKDF2.values(),
     ],
     ids=[
         "plain-text",
@@ -208,6 +276,7 @@ def test_an_attempt_over_72_bytes_against_a_bcrypt_hash_answers_401(app, client,
         "argon2-bad-base64",
         "argon2-too-little-memory-for-its-lanes",
         "argon2-not-ascii",
+        *UNREADABLE_PBKDF2,
     ],
 )
 def test_a_stored_hash_that_cannot_be_read_answers_401_not_500(app, client, hashed):
@@ -239,8 +308,12 @@ def test_unknown_user_and_wrong_password_each_cost_one_verification_like_a_real_
 
 @pytest.mark.parametrize(
     ("hashed", "attempt"),
-    [("not-a-hash", PASSWORD), (bcrypt_hash("p" * 72), "p" * 73)],
-    ids=["unreadable-hash", "over-72-bytes-for-bcrypt"],
+    [
+        ("not-a-hash", PASSWORD),
+        (bcrypt_hash("p" * 72), "p" * 73),
+        (UNREADABLE_PBKDF2["pbkdf2-bad-base64"], PASSWORD),
+    ],
+    ids=["unreadable-hash", "over-72-bytes-for-bcrypt", "unreadable-pbkdf2"],
 )
 def test_a_hash_that_cannot_be_checked_costs_one_verification_like_an_unknown_user(
     app, client, argon2_verifications, hashed, attempt
@@ -251,6 +324,21 @@ def test_a_hash_that_cannot_be_checked_costs_one_verification_like_an_unknown_us
     known_user = list(argon2_verifications)
     argon2_verifications.clear()
     assert login(client, "nobody", attempt).status_code == 401
+
+    assert known_user == list(argon2_verifications)
+    assert len(known_user) == 1
+
+
+def test_a_wrong_password_against_pbkdf2_sha256_costs_its_check_and_the_decoy_verification(
+    app, client, argon2_verifications
+):
+    """A pbkdf2_sha256 check alone takes a few milliseconds, a fraction of an argon2id one."""
+    insert_user(app, "legacy", pbkdf2_sha256_hash(PASSWORD, rounds=29000))
+
+    assert login(client, "legacy", "not the password").status_code == 401
+    known_user = list(argon2_verifications)
+    argon2_verifications.clear()
+    assert login(client, "nobody", "not the password").status_code == 401
 
     assert known_user == list(argon2_verifications)
     assert len(known_user) == 1
