@@ -302,6 +302,16 @@ def test_the_adopted_database_is_built_as_one_devlab_made_but_for_column_order(a
     assert devlab_catalog - adopted_catalog == set()
 
 
+def test_the_adopted_audit_rows_are_chained_and_verify(adopted, app_on):
+    runner = app_on(adopted).test_cli_runner()
+    rows = adopted.query("SELECT count(*) FROM audit_logs")[0][0]
+
+    result = runner.invoke(args=["audit", "verify"])
+
+    assert rows > 0
+    assert (result.exit_code, result.output) == (0, f"{rows} rows checked: ok\n")
+
+
 def test_a_second_upgrade_changes_nothing(adopted):
     before = adopted.dump()
 
