@@ -3,8 +3,12 @@ from logging.config import fileConfig
 
 from alembic import context
 from flask import current_app
+from sqlalchemy import text
 
 from devlab.adoption import adopting_fastapi_tables
+
+# The advisory lock that serializes upgrades (the audit chain's is 7262836001).
+MIGRATION_LOCK = 7262836002
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -103,6 +107,11 @@ def run_migrations_online():
         )
 
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Instances that start together (replicas, a deploy) migrate one at a time: the
+                # lock lasts as long as the upgrade's transaction, and whoever waited for it
+                # then reads the revision the first one left, and finds nothing to do.
+                connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             context.run_migrations()
 
 

@@ -1,17 +1,20 @@
 """The migrations build the schema the models describe, on PostgreSQL and on SQLite."""
 
+import subprocess
 import warnings
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SAWarning
 
 from devlab import create_app
 from devlab.extensions import db
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_DATABASE_URL, TEST_SETTINGS
+from tests.servers import BIN, PROJECT, clean_env
 
 
 def differences_from_models() -> list:
@@ -133,3 +136,39 @@ def test_sqlite_keeps_the_trail_append_only(sqlite_app):
             db.session.rollback()
 
         assert db.session.scalar(text("SELECT count(*) FROM audit_logs")) == 1
+
+
+def test_three_upgrades_started_at_once_on_an_empty_database_build_it_once(tmp_path):
+    """Replicas that start together each run `flask db upgrade`: one builds the schema, the
+    others wait for its lock, then find nothing to do."""
+    url = make_url(TEST_DATABASE_URL).set(database=f"{make_url(TEST_DATABASE_URL).database}_race")
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    try:
+        env = clean_env(DATABASE_URL=url.render_as_string(hide_password=False))
+        upgrades = [
+            subprocess.Popen(
+                [BIN / "flask", "db", "upgrade"],
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outputs = [upgrade.communicate(timeout=120)[0] for upgrade in upgrades]
+
+        assert [upgrade.returncode for upgrade in upgrades] == [0, 0, 0], outputs
+        assert sum(output.count("Running upgrade  -> 0001") for output in outputs) == 1
+        database = create_engine(url)
+        with database.connect() as connection:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        database.dispose()
+        assert len(versions) == 1
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        admin.dispose()
