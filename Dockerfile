@@ -1,3 +1,17 @@
+# syntax=docker/dockerfile:1
+# Two stages: wheels are built (or fetched) in the builder, which has what a build needs;
+# the runtime stage installs them without a compiler, a cache or the builder's layers.
+FROM python:3.11-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /build
+COPY requirements.txt ./
+RUN pip wheel --wheel-dir /wheels -r requirements.txt
+
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,9 +30,10 @@ RUN groupadd --system --gid 10001 devlab \
     && mkdir /app/instance \
     && chown devlab:devlab /app/instance
 
-# Dependencies first, so a code change doesn't reinstall them.
+# Dependencies first, so a code change doesn't reinstall them; only the builder's wheels.
 COPY requirements.txt ./
-RUN pip install -r requirements.txt
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links /wheels -r requirements.txt
 
 COPY config.py wsgi.py gunicorn.conf.py docker-entrypoint.sh ./
 COPY devlab/ devlab/
