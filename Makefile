@@ -57,6 +57,7 @@ lint: $(VENV)/.dev
 		echo "docker-compose not found: installing Debian's package (needs root)"; \
 		apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length POSTGRES_PASSWORD=lint-only \
+		POSTGRES_APP_PASSWORD=lint-only \
 		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose config --quiet
 
 clean:

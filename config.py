@@ -9,6 +9,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 |--------------------------|-------------------------|-------------------------------------------|
 | DEVLAB_ENV               | development             | `production` demands a real JWT secret    |
 | DATABASE_URL             | SQLite, instance/       | PostgreSQL URLs always use psycopg2       |
+| MIGRATION_DATABASE_URL   | DATABASE_URL            | the owner role `flask db` migrates as     |
 | DEVLAB_INSTANCE_PATH     | instance/ (project)     | folder of the SQLite file and dev keys    |
 | DATABASE_TIMEOUT_SECONDS | 2                       | longest statement of a request, see below |
 | JWT_SECRET_KEY           | generated (development) | HS256 signing key, at least 32 bytes      |
@@ -275,6 +276,8 @@ def finalize_config(config: dict, instance_path: str) -> None:
             f"DEVLAB_ENV must be 'development' or 'production', not {config['DEVLAB_ENV']!r}."
         )
     config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
+    if config.get("MIGRATION_DATABASE_URL"):
+        config["MIGRATION_DATABASE_URL"] = normalize_database_url(config["MIGRATION_DATABASE_URL"])
     # No pool_pre_ping: it would cost every request a SELECT 1. devlab/db_timeout.py pings only
     # connections that sat idle, and bounds every wait, so that requests fail fast while
     # PostgreSQL is away and recover when it returns.
@@ -440,6 +443,9 @@ class Config:
     SQLALCHEMY_DATABASE_URI = normalize_database_url(
         secret_from_env("DATABASE_URL") or "sqlite:///devlab.db"
     )
+    # Migrations run as the tables' owner, straight to PostgreSQL (not through PgBouncer); the
+    # app as a role that owns nothing (`flask grant-app-role`). Unset: DATABASE_URL.
+    MIGRATION_DATABASE_URL = secret_from_env("MIGRATION_DATABASE_URL") or None
     DATABASE_TIMEOUT_SECONDS = _int_from_env("DATABASE_TIMEOUT_SECONDS", 2, minimum=1)
 
     JWT_SECRET_KEY = secret_from_env("JWT_SECRET_KEY")

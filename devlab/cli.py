@@ -7,7 +7,8 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from devlab.audit.commands import audit_cli
 from devlab.audit.trail import changed, record_cli
@@ -77,6 +78,50 @@ def create_admin(username: str, email: str, password_stdin: bool) -> None:
     click.echo(f"Created admin {user.username}.")
 
 
+# What the app's own role may do to each table, and no more: it owns nothing, so it can neither
+# DROP nor ALTER anything, and the audit trail is append-only for it by privilege as well as by
+# trigger. A new table must say here what the app may do with it (a test holds them equal).
+APP_ROLE_PRIVILEGES = {
+    "users": "SELECT, INSERT, UPDATE",
+    "notes": "SELECT, INSERT, UPDATE, DELETE",
+    "token_families": "SELECT, INSERT, UPDATE, DELETE",
+    "audit_logs": "SELECT, INSERT",
+}
+
+
+@click.command("grant-app-role")
+@click.argument("role")
+@with_appcontext
+def grant_app_role(role: str) -> None:
+    """Give the PostgreSQL role ROLE what the app needs, and take away anything else.
+
+    Run it as the tables' owner (the migrations' role), after each `flask db upgrade`.
+    """
+    if db.engine.dialect.name != "postgresql":
+        raise click.ClickException("Roles are PostgreSQL's; SQLite has none.")
+    grantee = db.engine.dialect.identifier_preparer.quote(role)
+    statements = [
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {grantee}",
+        f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {grantee}",
+        f"GRANT USAGE ON SCHEMA public TO {grantee}",
+        *(
+            f"GRANT {privileges} ON {table} TO {grantee}"
+            for table, privileges in APP_ROLE_PRIVILEGES.items()
+        ),
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {grantee}",
+        # The chain's trigger moves the audit sequence past an id a writer chose (setval).
+        f"GRANT UPDATE ON SEQUENCE audit_logs_id_seq TO {grantee}",
+    ]
+    try:
+        for statement in statements:
+            db.session.execute(text(statement))
+    except ProgrammingError as error:
+        db.session.rollback()
+        raise click.ClickException(f"Could not grant: {error.orig}".strip()) from None
+    db.session.commit()
+    click.echo(f"{role} may now use the tables as the app needs, and nothing more.")
+
+
 @click.command("prune-revocations")
 @with_appcontext
 def prune_revocations() -> None:
@@ -90,4 +135,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(promote_admin)
     app.cli.add_command(create_admin)
     app.cli.add_command(prune_revocations)
+    app.cli.add_command(grant_app_role)
     app.cli.add_command(audit_cli)

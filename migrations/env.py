@@ -3,7 +3,8 @@ from logging.config import fileConfig
 
 from alembic import context
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from devlab.adoption import adopting_fastapi_tables
 
@@ -21,7 +22,11 @@ logger = logging.getLogger("alembic.env")
 
 
 def get_engine():
-    return current_app.extensions["migrate"].db.engine
+    """The app's engine, or one of the owner's when MIGRATION_DATABASE_URL names another."""
+    owner_url = current_app.config["MIGRATION_DATABASE_URL"]
+    if not owner_url:
+        return current_app.extensions["migrate"].db.engine
+    return create_engine(owner_url, poolclass=NullPool)
 
 
 def get_engine_url():
