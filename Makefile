@@ -59,6 +59,7 @@ lint: $(VENV)/.dev
 	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length POSTGRES_PASSWORD=lint-only \
 		POSTGRES_APP_PASSWORD=lint-only \
 		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose config --quiet
+	docker-compose -f deploy/test-services.yml config --quiet
 
 clean:
 	rm -rf $(VENV) bench/.venv .pytest_cache .ruff_cache

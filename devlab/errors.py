@@ -33,10 +33,21 @@ LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout ran out
 HASHING_BUSY = "Too many passwords are being checked at the moment; try again shortly."
 
 
-def error_response(status: int, message: str, *, errors: dict | None = None, headers=None):
+def error_response(
+    status: int,
+    message: str,
+    *,
+    errors: dict | None = None,
+    headers=None,
+    oauth_error: str | None = None,
+):
+    """The one JSON error shape. `oauth_error` adds RFC 6749's `error` and `error_description`
+    (the message), which OAuth2 clients such as Swagger UI's Authorize dialog show."""
     body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
     if errors:
         body["errors"] = errors
+    if oauth_error:
+        body["error"], body["error_description"] = oauth_error, message
     body["request_id"] = current_request_id()
     response = jsonify(body)
     response.status_code = status
@@ -90,7 +101,13 @@ def handle_http_exception(error: HTTPException):
     # Keep headers such as Allow (405); our body replaces werkzeug's HTML content type.
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     headers.extend((data.get("headers") or {}).items())
-    return error_response(error.code or 500, message, errors=errors, headers=headers)
+    return error_response(
+        error.code or 500,
+        message,
+        errors=errors,
+        headers=headers,
+        oauth_error=data.get("oauth_error"),
+    )
 
 
 def handle_unexpected_exception(error: Exception):

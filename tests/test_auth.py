@@ -348,3 +348,17 @@ def test_a_username_that_only_lowers_to_an_existing_one_matches_nobody(client, a
     response = login(client, "\u212aim")  # KELVIN SIGN, which Python lowers to "k"
 
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("username", ["alice", "nobody"])
+def test_a_failed_login_also_carries_rfc_6749s_error_for_oauth2_clients(client, accounts, username):
+    """Swagger UI's Authorize dialog shows `error` and `error_description` of the token
+    endpoint's answer; the rest of the body is the usual error shape."""
+    accounts.signup("alice")
+
+    response = client.post("/login", data={"username": username, "password": "wrong password"})
+
+    body = response.get_json()
+    assert response.status_code == 401
+    assert body["error"] == "invalid_grant"
+    assert body["error_description"] == body["message"] == "Incorrect username or password."

@@ -141,15 +141,15 @@ def test_a_signup_that_breaks_the_documented_username_pattern_answers_422(client
 def test_openapi_document_gives_error_answers_their_json_body(client):
     paths = client.get("/openapi.json").get_json()["paths"]
 
-    for path, method, status in [
-        ("/notes/{note_id}", "get", "404"),
-        ("/signup", "post", "409"),
-        ("/login", "post", "401"),
-        ("/dbstatus", "get", "503"),
-        ("/admin/demote/{user_id}", "post", "409"),
+    for path, method, status, schema in [
+        ("/notes/{note_id}", "get", "404", "Error"),
+        ("/signup", "post", "409", "Error"),
+        ("/login", "post", "401", "LoginFailed"),  # the error, and RFC 6749's fields
+        ("/dbstatus", "get", "503", "Error"),
+        ("/admin/demote/{user_id}", "post", "409", "Error"),
     ]:
         content = paths[path][method]["responses"][status]["content"]
-        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
 
 
 def test_openapi_document_lists_each_status_without_a_catch_all_default(client):

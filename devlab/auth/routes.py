@@ -19,6 +19,7 @@ from devlab.auth.limits import (
     limit_signup,
 )
 from devlab.auth.schemas import (
+    LoginFailedSchema,
     LoginSchema,
     PasswordChangeSchema,
     SignupSchema,
@@ -80,7 +81,7 @@ class Login(MethodView):
     @limit_login
     @blp.arguments(LoginSchema, location="json_or_form")
     @blp.response(200, TokenSchema)
-    @blp.alt_error(401, LOGIN_FAILED)
+    @blp.alt_response(401, schema=LoginFailedSchema, description=LOGIN_FAILED)
     @blp.alt_error(503, UNAVAILABLE)
     @blp.doc(
         requestBody={"content": {"application/x-www-form-urlencoded": {"schema": LoginSchema}}}
@@ -107,7 +108,13 @@ class Login(MethodView):
                 spend_verification_time(password)
             if user is None or not user.may_log_in(password):
                 audit("login_failed", failed_login_detail(username, user), actor=user)
-                abort(401, message=LOGIN_FAILED, headers=BEARER_CHALLENGE)
+                # RFC 6749's error too, which Swagger UI's Authorize dialog shows.
+                abort(
+                    401,
+                    message=LOGIN_FAILED,
+                    headers=BEARER_CHALLENGE,
+                    oauth_error="invalid_grant",
+                )
         attempt.give_back()
         audit("login_success", f"user {user.id} ({user.username})", actor=user)
         return start_family(user)

@@ -1,6 +1,7 @@
 from marshmallow import Schema, ValidationError, fields, validate
 
 from devlab.dumping import FlatSchema
+from devlab.extensions import ErrorSchema
 from devlab.fields import Pattern, SafeEmail, SafeString
 from devlab.models import EMAIL_MAX, USERNAME_MAX
 from devlab.passwords import is_common
@@ -97,3 +98,10 @@ class TokenSchema(Schema):
     refresh_expires_in = fields.Integer(
         required=True, metadata={"description": "Seconds until the refresh token expires."}
     )
+
+
+class LoginFailedSchema(ErrorSchema):
+    """A failed login: the usual error, with RFC 6749's `error` and `error_description`."""
+
+    error = fields.String(required=True, metadata={"example": "invalid_grant"})
+    error_description = fields.String(required=True, metadata={"description": "The message."})
