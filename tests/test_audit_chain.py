@@ -136,19 +136,36 @@ def test_postgresql_chains_each_row_with_the_published_encoding(text):
     assert second["row_hash"] == auditors_row_hash(first["row_hash"], second)
 
 
-def test_a_writer_cannot_choose_a_rows_hashes_or_an_id_below_the_head():
+@pytest.mark.parametrize("chosen_id", [2, 2**31 - 1])
+def test_a_writer_can_choose_neither_a_rows_hashes_nor_its_id(chosen_id):
+    """Not below the head (a row in the chain's past), nor far above it (the sequence's end,
+    after which no row could be written)."""
     add_rows(3)
     with raw() as cursor:
         cursor.execute(
             "INSERT INTO audit_logs (id, action, prev_hash, row_hash) "
-            "VALUES (2, 'signup', repeat('f', 64), repeat('f', 64)) RETURNING id"
+            "VALUES (%s, 'signup', repeat('f', 64), repeat('f', 64)) RETURNING id",
+            (chosen_id,),
         )
         (new_id,) = cursor.fetchone()
+    add_rows(1)
 
     rows = stored_rows()
+    assert [row["id"] for row in rows] == [1, 2, 3, 4, 5]
     assert new_id == 4
-    assert rows[-1]["prev_hash"] == rows[-2]["row_hash"]
-    assert rows[-1]["row_hash"] == auditors_row_hash(rows[-2]["row_hash"], rows[-1])
+    for before, row in pairwise(rows):
+        assert row["prev_hash"] == before["row_hash"]
+        assert row["row_hash"] == auditors_row_hash(before["row_hash"], row)
+
+
+def test_a_sequence_set_back_below_the_head_cannot_fork_the_chain(runner):
+    add_rows(5)
+    with raw() as cursor:
+        cursor.execute("SELECT setval('audit_logs_id_seq', 2)")
+    add_rows(2)
+
+    assert [row["id"] for row in stored_rows()] == [1, 2, 3, 4, 5, 6, 7]
+    assert verify(runner) == (0, "7 rows checked: ok\n")
 
 
 def test_eight_concurrent_writers_leave_one_chain_that_verifies(runner):

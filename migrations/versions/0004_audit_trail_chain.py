@@ -6,9 +6,10 @@ deleted (no more ON DELETE SET NULL, which would be an UPDATE of the trail).
 
 On PostgreSQL the database itself keeps the trail:
 - `audit_logs_chain` (BEFORE INSERT) serializes appends with a transaction-level advisory lock,
-  gives the row the next id and fills `prev_hash` and `row_hash` from the encoding fixed in
-  devlab/audit/chain.py (`audit_row_canonical` writes the same bytes in SQL), so no writer, the
-  app or psql, can add a row outside the chain or with hashes of its own.
+  gives the row the next id (the column has no default: ids are drawn under the lock), and
+  fills `prev_hash` and `row_hash` from the encoding fixed in devlab/audit/chain.py
+  (`audit_row_canonical` writes the same bytes in SQL), so no writer, the app or psql, can add
+  a row outside the chain, with an id or with hashes of its own.
 - `audit_logs_append_only` refuses UPDATE and DELETE, and `audit_logs_no_truncate` TRUNCATE,
   for every role, the owner included. DELETE passes only in a transaction that set
   `devlab.audit_purge` to `on` (`SET LOCAL`), which only `flask audit purge` does.
@@ -112,15 +113,13 @@ BEGIN
     -- once it is committed, so concurrent writers never fork the chain.
     PERFORM pg_advisory_xact_lock(7262836001);
     SELECT id, row_hash INTO head_id, head_hash FROM audit_logs ORDER BY id DESC LIMIT 1;
-    -- The id drawn before the lock may be smaller than the head's (another writer drew
-    -- later but locked first), and an id a writer chose may be anything: the chain's order
-    -- is the ids' order, so a row takes an id above the head's.
-    IF NEW.id IS NULL OR NEW.id <= head_id THEN
+    -- The chain's order is the ids' order: every id is drawn here, under the lock (the
+    -- column has no default), and an id a writer chose is ignored. Should the sequence have
+    -- been set back below the head, it moves past it.
+    NEW.id := nextval(pg_get_serial_sequence('audit_logs', 'id'));
+    IF NEW.id <= head_id THEN
+        PERFORM setval(pg_get_serial_sequence('audit_logs', 'id'), head_id);
         NEW.id := nextval(pg_get_serial_sequence('audit_logs', 'id'));
-        IF NEW.id <= head_id THEN
-            PERFORM setval(pg_get_serial_sequence('audit_logs', 'id'), head_id);
-            NEW.id := nextval(pg_get_serial_sequence('audit_logs', 'id'));
-        END IF;
     END IF;
     NEW.prev_hash := coalesce(head_hash, repeat('0', 64));
     NEW.row_hash := audit_row_hash(NEW.prev_hash, NEW);
@@ -201,6 +200,8 @@ def upgrade():
         return
     for statement in (CANONICAL_JSON, CANONICAL_ROW, ROW_HASH, CHAIN_EXISTING_ROWS):
         op.execute(statement)
+    # Ids are drawn by the chain's trigger alone, under its lock, so that they follow the chain.
+    op.execute("ALTER TABLE audit_logs ALTER COLUMN id DROP DEFAULT")
     op.execute(CHAIN_TRIGGER)
     op.execute(APPEND_ONLY_TRIGGERS)
 
@@ -216,6 +217,10 @@ def downgrade():
         op.execute("DROP FUNCTION audit_row_hash(text, audit_logs)")
         op.execute("DROP FUNCTION audit_row_canonical(audit_logs)")
         op.execute("DROP FUNCTION audit_json_canonical(jsonb)")
+        op.execute(
+            "ALTER TABLE audit_logs ALTER COLUMN id "
+            "SET DEFAULT nextval(pg_get_serial_sequence('audit_logs', 'id')::regclass)"
+        )
     else:
         for operation in ("update", "delete"):
             op.execute(f"DROP TRIGGER audit_logs_append_only_{operation}")
