@@ -8,13 +8,14 @@ Sides, each under its own server, all on one seeded database:
 
 Steps: install wrk (Debian) if missing; create the database BENCH_DATABASE (default
 `devlab_bench`, on the PostgreSQL server of TEST_DATABASE_URL), migrate it and seed it with SQL
-(1,000 users, 100,000 notes, 1,000,000 audit rows); start the three servers; run BENCH_ROUNDS
-rounds (default 3) in which every endpoint is loaded for BENCH_DURATION seconds (default 5)
-by wrk (2 threads, 32 connections) on each side in turn, A, B, C, A, B, C...; then measure
-GET /notes on A idle and under a login flood of 16 clients for FLOOD_SECONDS (15), with the
-logins that succeeded and were refused meanwhile; count the SQL statements per request
-in-process; print the
-table and write it to bench/RESULTS.md between its markers. Servers are stopped and the
+(1,000 users, 100,000 notes, 10,000 audit rows); start the three servers; read the audit trail
+on A at 10,000 rows, seed it up to 1,000,000, read it again and export it
+(bench/audit_reading.py); run BENCH_ROUNDS rounds (default 3) in which every endpoint is
+loaded for BENCH_DURATION seconds (default 5) by wrk (2 threads, 32 connections) on each side
+in turn, A, B, C, A, B, C...; then measure GET /notes on A idle and under a login flood of
+16 clients for FLOOD_SECONDS (15), with the logins that succeeded and were refused meanwhile;
+count the SQL statements per request in-process; print the table and write it to
+bench/RESULTS.md between its markers. Servers are stopped and the
 database dropped at the end, also on Ctrl-C or SIGTERM.
 
 CPU per request comes from /proc: the server's worker processes, and every PostgreSQL
@@ -47,6 +48,7 @@ from sqlalchemy.engine import make_url
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench import audit_reading  # noqa: E402
 from config import Config, normalize_database_url  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -83,27 +85,30 @@ def main() -> int:
     url = bench_database_url()
     stack = ExitStack()
     signal.signal(signal.SIGTERM, _interrupted)
+    began = time.monotonic()
     try:
         with stack:
             stack.enter_context(fresh_database(url))
-            seed(url)
+            trail = seed(url)
             sides = {
                 "A": stack.enter_context(devlab_server(url)),
                 "B": stack.enter_context(reference_server(url)),
                 "C": stack.enter_context(fastapi_server(url)),
             }
             tokens = {user: log_in(sides["A"].base, user) for user in (READER, WRITER)}
+            reading = read_the_trail(url, sides["A"], tokens[READER], trail)
             results = load_rounds(sides, tokens)
             flood = login_flood(sides["A"], tokens[READER])
             counts = statement_counts(url, tokens)
             rss = {name: side.worker_rss_mb() for name, side in sides.items()}
             # Before the clean-up: dropping the database waits for a checkpoint, which can
             # take minutes on a busy disk.
-            report(url, results, flood, counts, rss)
+            report(url, results, flood, counts, rss, reading)
             print("make bench: stopping the servers, dropping the database", file=sys.stderr)
     except KeyboardInterrupt:
         print("make bench: interrupted; servers stopped, database dropped", file=sys.stderr)
         return 130
+    print(f"make bench: done in {time.monotonic() - began:.0f} s", file=sys.stderr)
     return 0
 
 
@@ -162,14 +167,16 @@ def fresh_database(url):
         drop()
 
 
-def seed(url) -> None:
-    """1,000 users (user1 an admin, all with PASSWORD), 100 notes each, a million audit rows."""
+def seed(url) -> dict:
+    """1,000 users (user1 an admin, all with PASSWORD), 100 notes each, and the first
+    audit_reading.SMALL rows of the audit trail; `grow_trail` adds the rest."""
     hashed = PasswordHasher(
         time_cost=Config.ARGON2_TIME_COST,
         memory_cost=Config.ARGON2_MEMORY_KIB,
         parallelism=Config.ARGON2_PARALLELISM,
     ).hash(PASSWORD)
     started = time.monotonic()
+    trail = {"start": audit_reading.trail_start()}
     connection = connect(url)
     with connection, connection.cursor() as cursor:
         cursor.execute(
@@ -183,18 +190,29 @@ def seed(url) -> None:
             "SELECT u.id, 'seeded note ' || n, now() - n * interval '1 minute', "
             "now() - n * interval '1 minute' FROM users AS u, generate_series(1, 100) AS n"
         )
-        cursor.execute(
-            "INSERT INTO audit_logs (action, detail, ip, user_id, method, path, status_code, "
-            "created_at) SELECT (ARRAY['login_success', 'note_created', 'note_updated', "
-            "'login_failed', 'token_refreshed'])[1 + i % 5], 'seeded row ' || i, '127.0.0.1', "
-            "1 + i % 1000, 'POST', '/notes', 201, now() - i * interval '1 second' "
-            "FROM generate_series(1, 1000000) AS i"
-        )
+    trail["small"] = audit_reading.seed_trail(connection, 1, audit_reading.SMALL, trail["start"])
+    _vacuum(connection)
+    print(f"make bench: seeded in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return trail
+
+
+def grow_trail(url, trail: dict) -> None:
+    """The audit trail from audit_reading.SMALL rows to audit_reading.LARGE."""
+    connection = connect(url)
+    first, last = audit_reading.SMALL + 1, audit_reading.LARGE
+    trail["large"] = audit_reading.seed_trail(connection, first, last, trail["start"])
+    _vacuum(connection)
+    print(
+        f"make bench: {last - first + 1:,} audit rows seeded in {trail['large']:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def _vacuum(connection) -> None:
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
     connection.close()
-    print(f"make bench: seeded in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 
 def server_env(url, **settings) -> dict:
@@ -459,6 +477,40 @@ def login_flood(side: Server, token: str) -> dict:
     }
 
 
+# --- reading the audit trail (bench/audit_reading.py) ------------------------------------------
+
+
+def read_the_trail(url, side: Server, token: str, trail: dict) -> list[str]:
+    """The audit calls at SMALL rows, then at LARGE, then the export of all LARGE rows: the
+    lines of the report."""
+    connection = connect(url)
+    calls = audit_reading.calls(connection, trail["start"])
+    connection.close()
+    began = time.monotonic()
+    small = audit_reading.measure(side.base, token, calls)
+    print(
+        f"make bench: the audit trail read at 10,000 rows in {time.monotonic() - began:.1f} s",
+        file=sys.stderr,
+    )
+    grow_trail(url, trail)
+    began = time.monotonic()
+    large = audit_reading.measure(side.base, token, calls)
+    print(
+        f"make bench: the audit trail read at 1,000,000 rows in {time.monotonic() - began:.1f} s",
+        file=sys.stderr,
+    )
+    export = audit_reading.export_growth(side.base, token, side.workers())
+    print(f"make bench: the audit trail exported in {export['seconds']:.1f} s", file=sys.stderr)
+    return audit_reading.report_lines(small, large, export, trail)
+
+
+def audit_reading_part(url) -> list[str]:
+    """`python bench/audit_reading.py`: the seed, side A, and the audit part alone."""
+    trail = seed(url)
+    with devlab_server(url) as side:
+        return read_the_trail(url, side, log_in(side.base, READER), trail)
+
+
 # --- statements per request, in-process -----------------------------------------------------
 
 
@@ -549,7 +601,7 @@ def target_checks(results, flood_ratio: float) -> list[str]:
     return lines
 
 
-def report(url, results, flood, counts, rss) -> None:
+def report(url, results, flood, counts, rss, reading: list[str]) -> None:
     rows = [
         "| endpoint | side | req/s | p50 ms | p99 ms | app CPU ms/req | PostgreSQL CPU ms/req "
         "| statements/req | RSS/worker MB | A ÷ B | A ÷ C |",
@@ -606,6 +658,8 @@ def report(url, results, flood, counts, rss) -> None:
             "",
             "Targets (issue 8):",
             *checks,
+            "",
+            *reading,
             END,
         ]
     )
