@@ -1,18 +1,21 @@
 """`make bench`'s audit part: reading the trail at 10,000 rows and at 1,000,000 (issue 9, §4).
 
-bench/run.py seeds the first SMALL rows, measures every call on side A, seeds the rest up to
-LARGE, measures the same calls again, then exports all LARGE rows while it watches the
-workers' memory. Each call is `GET /audit/logs?page_size=100` with a cursor deep in the table
-(`before_id` = DEEP_CURSOR, far from the head at LARGE rows) alone and with each filter; the
-target is a p50 at LARGE rows within TARGET_RATIO of the same call's at SMALL. The first pages
-(numbered, counted) are measured too, for information: counting is what a cursor avoids.
+bench/run.py seeds SMALL rows into a database of their own (BENCH_SMALL_DATABASE, by default
+BENCH_DATABASE's name with `_small`) and LARGE rows into the bench's, the first SMALL of them
+the same rows; it then times every call on side A (LARGE rows) and on a DevLab server of the
+small database, request by request in turn, so that both sizes meet the same load of a shared
+machine, and exports all LARGE rows while it watches the workers' memory. Each call is
+`GET /audit/logs?page_size=100` with a cursor deep in the table (`before_id` = DEEP_CURSOR,
+far from the head at LARGE rows) alone and with each filter; the target is a p50 at LARGE rows
+within TARGET_RATIO of the same call's at SMALL. The first pages (numbered, counted) are
+measured too, for information: counting is what a cursor avoids.
 
 The rows spread as a real trail would: 1,000 users, every action (token refreshes and logins
 common, role changes rare), targets (notes, users, token families), a request id per row, a
 few addresses per user, IPv6 too, one row every SPACING_SECONDS. The seed goes through the
 chain's trigger (migration 0004), like any writer's rows.
 
-Run alone (the database BENCH_DATABASE, created and dropped; a DevLab server, side A only):
+Run alone (both databases created and dropped; DevLab servers only, no B or C):
 
     TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/x .venv/bin/python bench/audit_reading.py
 """
@@ -109,6 +112,7 @@ USER_AGENTS = [
 
 # Columns of a row i (1, 2, ...), from a weighted pick k of 1..1000 and a user u of 1..USERS.
 SEED_ROWS = """
+SELECT setseed(%(seed)s);
 INSERT INTO audit_logs (action, detail, ip, user_id, method, path, status_code, created_at,
                         request_id, user_agent, target_type, target_id, changes)
 SELECT (%(actions)s::text[])[k],
@@ -154,6 +158,9 @@ def seed_parameters(first: int, last: int, start: datetime) -> dict:
         "spacing": SPACING_SECONDS,
         "first": first,
         "last": last,
+        # random() starts alike for the same first row: the first SMALL rows are the same in
+        # every database, so that the same calls find the same rows.
+        "seed": (first % 1000) / 1000,
     }
 
 
@@ -210,22 +217,29 @@ def is_target(label: str) -> bool:
     return label.startswith("cursor")
 
 
-def p50_ms(base: str, token: str, query: str) -> float:
-    """Median time of REQUESTS_PER_CALL sequential requests, after WARM_UP_REQUESTS."""
+def _timed_ms(base: str, token: str, query: str) -> float:
     url = f"{base}/audit/logs?page_size=100&{query}"
-    times = []
-    for n in range(WARM_UP_REQUESTS + REQUESTS_PER_CALL):
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
-        began = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
-            response.read()
-        if n >= WARM_UP_REQUESTS:
-            times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    began = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
+        response.read()
+    return (time.perf_counter() - began) * 1000
 
 
-def measure(base: str, token: str, measured: dict[str, str]) -> dict[str, float]:
-    return {label: p50_ms(base, token, query) for label, query in measured.items()}
+def measure(small: tuple, large: tuple, measured: dict[str, str]) -> tuple[dict, dict]:
+    """Each call's p50 on both servers (each a (base URL, token)): WARM_UP_REQUESTS, then
+    REQUESTS_PER_CALL sequential requests, one to each server in turn."""
+    p50s = ({}, {})
+    for label, query in measured.items():
+        times = ([], [])
+        for n in range(WARM_UP_REQUESTS + REQUESTS_PER_CALL):
+            for side, (base, token) in enumerate((small, large)):
+                elapsed = _timed_ms(base, token, query)
+                if n >= WARM_UP_REQUESTS:
+                    times[side].append(elapsed)
+        for side in (0, 1):
+            p50s[side][label] = statistics.median(times[side])
+    return p50s
 
 
 # --- the export's memory ------------------------------------------------------------------------
@@ -320,8 +334,9 @@ def main() -> int:
     from bench import run
 
     url = run.bench_database_url()
-    with run.fresh_database(url):
-        lines = run.audit_reading_part(url)
+    small_url = run.small_database_url(url)
+    with run.fresh_database(url), run.fresh_database(small_url):
+        lines = run.audit_reading_part(url, small_url)
     print("\n".join(lines))
     return 0
 

@@ -13,6 +13,7 @@ from flask_migrate import upgrade
 from sqlalchemy import event, insert, text
 
 from bench.statements import counting_statements
+from config import Config
 from devlab.audit import chain
 from devlab.audit.reading import EXPORT_BATCH_ROWS, EXPORT_COLUMNS
 from devlab.extensions import db
@@ -675,6 +676,10 @@ def test_exports_are_limited_per_admin_and_listings_are_not(app_with, client, ac
     (row,) = audit_rows("rate_limited")
     assert row.detail == f"audit-exports limit (2 per 1 minute) for user {ROOT}"
     assert len(audit_rows("audit_exported")) == 3
+
+
+def test_the_export_limit_defaults_to_the_documented_rate():
+    assert Config.RATELIMIT_AUDIT_EXPORT == "10 per hour"
 
 
 def test_the_export_documents_its_formats_and_its_429(client):
