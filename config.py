@@ -37,6 +37,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | RATELIMIT_PASSWORD       | 10 per minute           | password changes per client address       |
 | RATELIMIT_PASSWORD_FAILURES | 5 per 15 minutes     | wrong current passwords per account       |
 | RATELIMIT_NOTES_WRITE    | 120 per minute          | note creations and changes per user       |
+| RATELIMIT_AUDIT_EXPORT   | 10 per hour             | exports of the audit trail per admin      |
 
 JWT_SECRET_KEY, AUDIT_SIGNING_KEY and DATABASE_URL may each come from a file instead, named
 by JWT_SECRET_KEY_FILE, AUDIT_SIGNING_KEY_FILE or DATABASE_URL_FILE (as Docker and Kubernetes
@@ -99,6 +100,7 @@ RATE_LIMIT_SETTINGS = (
     "RATELIMIT_PASSWORD",
     "RATELIMIT_PASSWORD_FAILURES",
     "RATELIMIT_NOTES_WRITE",
+    "RATELIMIT_AUDIT_EXPORT",
 )
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
 DEV_KEY_FILENAME = "jwt-secret"
@@ -508,6 +510,7 @@ class Config:
         os.environ.get("RATELIMIT_PASSWORD_FAILURES") or "5 per 15 minutes"
     )
     RATELIMIT_NOTES_WRITE = os.environ.get("RATELIMIT_NOTES_WRITE") or "120 per minute"
+    RATELIMIT_AUDIT_EXPORT = os.environ.get("RATELIMIT_AUDIT_EXPORT") or "10 per hour"
 
     MAX_CONTENT_LENGTH = 1024 * 1024
 

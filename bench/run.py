@@ -8,13 +8,14 @@ Sides, each under its own server, all on one seeded database:
 
 Steps: install wrk (Debian) if missing; create the database BENCH_DATABASE (default
 `devlab_bench`, on the PostgreSQL server of TEST_DATABASE_URL), migrate it and seed it with SQL
-(1,000 users, 100,000 notes, 1,000,000 audit rows); start the three servers; run BENCH_ROUNDS
-rounds (default 3) in which every endpoint is loaded for BENCH_DURATION seconds (default 5)
-by wrk (2 threads, 32 connections) on each side in turn, A, B, C, A, B, C...; then measure
-GET /notes on A idle and under a login flood of 16 clients for FLOOD_SECONDS (15), with the
-logins that succeeded and were refused meanwhile; count the SQL statements per request
-in-process; print the
-table and write it to bench/RESULTS.md between its markers. Servers are stopped and the
+(1,000 users, 100,000 notes, 10,000 audit rows); start the three servers; read the audit trail
+on A at 10,000 rows, seed it up to 1,000,000, read it again and export it
+(bench/audit_reading.py); run BENCH_ROUNDS rounds (default 3) in which every endpoint is
+loaded for BENCH_DURATION seconds (default 5) by wrk (2 threads, 32 connections) on each side
+in turn, A, B, C, A, B, C...; then measure GET /notes on A idle and under a login flood of
+16 clients for FLOOD_SECONDS (15), with the logins that succeeded and were refused meanwhile;
+count the SQL statements per request in-process; print the table and write it to
+bench/RESULTS.md between its markers. Servers are stopped and the
 database dropped at the end, also on Ctrl-C or SIGTERM.
 
 CPU per request comes from /proc: the server's worker processes, and every PostgreSQL
@@ -35,18 +36,19 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
 from argon2 import PasswordHasher
-from psycopg2 import sql
+from psycopg2 import errors, sql
 from sqlalchemy.engine import make_url
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench import audit_reading  # noqa: E402
 from config import Config, normalize_database_url  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -83,27 +85,34 @@ def main() -> int:
     url = bench_database_url()
     stack = ExitStack()
     signal.signal(signal.SIGTERM, _interrupted)
+    began = time.monotonic()
     try:
         with stack:
             stack.enter_context(fresh_database(url))
-            seed(url)
+            small_url = small_database_url(url)
+            stack.enter_context(fresh_database(small_url))
+            trail = seed(url)
+            seed(small_url, trail["start"])
+            grow_trail(url, trail)
             sides = {
                 "A": stack.enter_context(devlab_server(url)),
                 "B": stack.enter_context(reference_server(url)),
                 "C": stack.enter_context(fastapi_server(url)),
             }
             tokens = {user: log_in(sides["A"].base, user) for user in (READER, WRITER)}
+            reading = read_the_trail(small_url, sides["A"], tokens[READER], trail)
             results = load_rounds(sides, tokens)
             flood = login_flood(sides["A"], tokens[READER])
             counts = statement_counts(url, tokens)
             rss = {name: side.worker_rss_mb() for name, side in sides.items()}
             # Before the clean-up: dropping the database waits for a checkpoint, which can
             # take minutes on a busy disk.
-            report(url, results, flood, counts, rss)
+            report(url, results, flood, counts, rss, reading)
             print("make bench: stopping the servers, dropping the database", file=sys.stderr)
     except KeyboardInterrupt:
         print("make bench: interrupted; servers stopped, database dropped", file=sys.stderr)
         return 130
+    print(f"make bench: done in {time.monotonic() - began:.0f} s", file=sys.stderr)
     return 0
 
 
@@ -126,6 +135,12 @@ def bench_database_url():
     test_url = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/x")
     name = os.environ.get("BENCH_DATABASE", "devlab_bench")
     return make_url(normalize_database_url(test_url)).set(database=name)
+
+
+def small_database_url(url):
+    """The database of the audit trail at audit_reading.SMALL rows, beside the bench's own."""
+    name = os.environ.get("BENCH_SMALL_DATABASE") or f"{url.database}_small"
+    return url.set(database=name)
 
 
 def connect(url, database=None):
@@ -162,14 +177,17 @@ def fresh_database(url):
         drop()
 
 
-def seed(url) -> None:
-    """1,000 users (user1 an admin, all with PASSWORD), 100 notes each, a million audit rows."""
+def seed(url, trail_start: datetime | None = None) -> dict:
+    """1,000 users (user1 an admin, all with PASSWORD), 100 notes each, and the first
+    audit_reading.SMALL rows of the audit trail (the same in every database seeded from the
+    same `trail_start`); `grow_trail` adds the rest."""
     hashed = PasswordHasher(
         time_cost=Config.ARGON2_TIME_COST,
         memory_cost=Config.ARGON2_MEMORY_KIB,
         parallelism=Config.ARGON2_PARALLELISM,
     ).hash(PASSWORD)
     started = time.monotonic()
+    trail = {"start": trail_start or audit_reading.trail_start()}
     connection = connect(url)
     with connection, connection.cursor() as cursor:
         cursor.execute(
@@ -183,18 +201,34 @@ def seed(url) -> None:
             "SELECT u.id, 'seeded note ' || n, now() - n * interval '1 minute', "
             "now() - n * interval '1 minute' FROM users AS u, generate_series(1, 100) AS n"
         )
-        cursor.execute(
-            "INSERT INTO audit_logs (action, detail, ip, user_id, method, path, status_code, "
-            "created_at) SELECT (ARRAY['login_success', 'note_created', 'note_updated', "
-            "'login_failed', 'token_refreshed'])[1 + i % 5], 'seeded row ' || i, '127.0.0.1', "
-            "1 + i % 1000, 'POST', '/notes', 201, now() - i * interval '1 second' "
-            "FROM generate_series(1, 1000000) AS i"
-        )
+    trail["small"] = audit_reading.seed_trail(connection, 1, audit_reading.SMALL, trail["start"])
+    _vacuum(connection)
+    print(f"make bench: seeded in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return trail
+
+
+def grow_trail(url, trail: dict) -> None:
+    """The audit trail from audit_reading.SMALL rows to audit_reading.LARGE; then a checkpoint,
+    so that writing out a million rows does not slow what is measured next."""
+    connection = connect(url)
+    first, last = audit_reading.SMALL + 1, audit_reading.LARGE
+    trail["large"] = audit_reading.seed_trail(connection, first, last, trail["start"])
+    _vacuum(connection, checkpoint=True)
+    print(
+        f"make bench: {last - first + 1:,} audit rows seeded in {trail['large']:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def _vacuum(connection, *, checkpoint: bool = False) -> None:
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+        # A role without pg_checkpoint leaves it to the checkpointer, in its own time.
+        if checkpoint:
+            with suppress(errors.InsufficientPrivilege):
+                cursor.execute("CHECKPOINT")
     connection.close()
-    print(f"make bench: seeded in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 
 def server_env(url, **settings) -> dict:
@@ -459,6 +493,37 @@ def login_flood(side: Server, token: str) -> dict:
     }
 
 
+# --- reading the audit trail (bench/audit_reading.py) ------------------------------------------
+
+
+def read_the_trail(small_url, side: Server, token: str, trail: dict) -> list[str]:
+    """The audit calls on `side` (LARGE rows) and on a DevLab server of its own on the
+    database at `small_url` (SMALL rows), request by request in turn, so that both sizes
+    meet the same machine; then the export of all LARGE rows: the lines of the report."""
+    connection = connect(small_url)
+    calls = audit_reading.calls(connection, trail["start"])
+    connection.close()
+    began = time.monotonic()
+    with devlab_server(small_url) as small_side:
+        small_token = log_in(small_side.base, READER)
+        small, large = audit_reading.measure(
+            (small_side.base, small_token), (side.base, token), calls
+        )
+    print(f"make bench: the audit trail read in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    export = audit_reading.export_growth(side.base, token, side.workers())
+    print(f"make bench: the audit trail exported in {export['seconds']:.1f} s", file=sys.stderr)
+    return audit_reading.report_lines(small, large, export, trail)
+
+
+def audit_reading_part(url, small_url) -> list[str]:
+    """`python bench/audit_reading.py`: the seeds, side A, and the audit part alone."""
+    trail = seed(url)
+    seed(small_url, trail["start"])
+    grow_trail(url, trail)
+    with devlab_server(url) as side:
+        return read_the_trail(small_url, side, log_in(side.base, READER), trail)
+
+
 # --- statements per request, in-process -----------------------------------------------------
 
 
@@ -549,7 +614,7 @@ def target_checks(results, flood_ratio: float) -> list[str]:
     return lines
 
 
-def report(url, results, flood, counts, rss) -> None:
+def report(url, results, flood, counts, rss, reading: list[str]) -> None:
     rows = [
         "| endpoint | side | req/s | p50 ms | p99 ms | app CPU ms/req | PostgreSQL CPU ms/req "
         "| statements/req | RSS/worker MB | A ÷ B | A ÷ C |",
@@ -606,6 +671,8 @@ def report(url, results, flood, counts, rss) -> None:
             "",
             "Targets (issue 8):",
             *checks,
+            "",
+            *reading,
             END,
         ]
     )

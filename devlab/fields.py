@@ -1,6 +1,8 @@
 """Marshmallow fields shared by the blueprints' schemas."""
 
+import ipaddress
 import re
+from datetime import datetime, timedelta
 
 from marshmallow import ValidationError, fields, validate
 
@@ -90,3 +92,76 @@ class QueryInteger(fields.Integer):
         if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,19}", value):
             raise self.make_error("invalid")
         return super()._validated(value)
+
+
+class IPAddress(fields.String):
+    """An IPv4 or IPv6 address, loaded in the form the audit trail stores (devlab/client.py):
+    compressed, lower case, an IPv4-mapped IPv6 address as its IPv4 address. A zone id
+    (`fe80::1%eth0`) is refused, as the trail never stores one.
+    """
+
+    default_error_messages = {"invalid": "Not an IPv4 or IPv6 address."}
+
+    def __init__(self, **kwargs) -> None:
+        metadata = {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}], "maxLength": 45}
+        super().__init__(metadata=metadata | kwargs.pop("metadata", {}), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            raise self.make_error("invalid") from None
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.scope_id is not None:
+                raise self.make_error("invalid")
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+        return str(ip)
+
+
+# RFC 3339's date-time, the ISO 8601 form JSON Schema's `format: date-time` means: a date, a
+# time, and a UTC offset (Z, or +hh:mm / -hh:mm), which is never optional.
+OFFSET_DATE_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+class OffsetDateTime(fields.String):
+    """A moment as RFC 3339 writes it (`2026-12-06T09:30:00+01:00`, `2026-12-06T08:30:00Z`),
+    loaded as an aware datetime. A time without its offset is refused rather than guessed.
+
+    Python's fromisoformat() also reads forms JSON Schema does not allow (`20261206T0830Z`, a
+    comma before the fraction, `+0100`), so the shape is checked first. Digits past the
+    microsecond are dropped (nine at most: nanoseconds); a leap second (23:59:60) is the first
+    moment of the next day, as PostgreSQL reads it.
+    """
+
+    MAX_LENGTH = len("2026-12-06T09:30:00.123456789+01:00")
+    default_error_messages = {
+        "invalid": "Not a date and time with a UTC offset, such as 2026-12-06T09:30:00+01:00.",
+    }
+
+    def __init__(self, **kwargs) -> None:
+        documented = {"format": "date-time", "maxLength": self.MAX_LENGTH}
+        super().__init__(metadata=documented | kwargs.pop("metadata", {}), **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else value.isoformat()
+
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        match = OFFSET_DATE_TIME.fullmatch(text) if len(text) <= self.MAX_LENGTH else None
+        if match is None:
+            raise self.make_error("invalid")
+        day, hour, minute, second, fraction, offset = match.groups()
+        leap = (hour, minute, second) == ("23", "59", "60")
+        fraction = (fraction or "")[:6].ljust(6, "0")
+        offset = "+00:00" if offset in ("Z", "z") else offset
+        text = f"{day}T{hour}:{minute}:{'59' if leap else second}.{fraction}{offset}"
+        try:
+            moment = datetime.fromisoformat(text)
+            return moment + timedelta(seconds=1) if leap else moment
+        except (ValueError, OverflowError):  # a day, hour or offset out of range
+            raise self.make_error("invalid") from None

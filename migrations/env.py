@@ -111,13 +111,23 @@ def run_migrations_online():
             **conf_args,
         )
 
-        with context.begin_transaction():
-            if connection.dialect.name == "postgresql":
-                # Instances that start together (replicas, a deploy) migrate one at a time: the
-                # lock lasts as long as the upgrade's transaction, and whoever waited for it
-                # then reads the revision the first one left, and finds nothing to do.
-                connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            context.run_migrations()
+        # Instances that start together (replicas, a deploy) migrate one at a time: whoever
+        # waited for the lock then reads the revision the first one left, and finds nothing to
+        # do. A session's lock, not a transaction's: a revision that builds indexes
+        # CONCURRENTLY (0005) commits midway. Migrations connect straight to PostgreSQL
+        # (MIGRATION_DATABASE_URL), never through PgBouncer, so the session is theirs.
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            connection.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            connection.commit()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if postgres:
+                connection.rollback()  # a failed upgrade's transaction, if any is left
+                connection.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                connection.commit()
 
 
 if context.is_offline_mode():

@@ -58,12 +58,13 @@ def test_the_audit_log_is_newest_first(client, accounts, audit_rows):
     note = write_note(client, headers)
     client.patch(f"/notes/{note['id']}", json={"text": "changed"}, headers=headers)
     client.delete(f"/notes/{note['id']}", headers=headers)
+    newest_first = [row.id for row in reversed(audit_rows())]
 
     response = client.get("/audit/logs", headers=headers)
 
     assert response.status_code == 200
     logs = response.get_json()["logs"]
-    assert [log["id"] for log in logs] == [row.id for row in reversed(audit_rows())]
+    assert [log["id"] for log in logs] == newest_first
     assert [log["action"] for log in logs[:3]] == ["note_deleted", "note_updated", "note_created"]
 
 
