@@ -94,3 +94,24 @@ def test_the_authorization_outlives_a_reload_of_the_docs(docs, accounts):
     assert traffic.to_devlab.count("POST /login") == 1
     assert traffic.elsewhere == []
     assert traffic.console_problems == []
+
+
+def test_a_refused_authorize_shows_devlabs_message_in_the_dialog(docs, accounts):
+    page, traffic = docs
+    accounts.signup("alice")
+    login_form = open_authorize_dialog(page)
+    login_form.get_by_label("username:").fill("alice")
+    login_form.get_by_label("password:").fill("not the password")
+
+    login_form.get_by_role("button", name="Apply given OAuth2 credentials").click()
+
+    expect(login_form.locator(".errors")).to_contain_text(
+        "error: invalid_grant, description: Incorrect username or password."
+    )
+    expect(login_form.get_by_label("password:")).to_be_editable()
+    expect(login_form.get_by_role("heading", name="Authorized")).to_have_count(0)
+    assert traffic.elsewhere == []
+    # Chromium's own line for any 4xx answer to a fetch; nothing else.
+    assert len(traffic.console_problems) == 1, traffic.console_problems
+    assert "status of 401" in traffic.console_problems[0]
+    assert "/login" in traffic.console_problems[0]
