@@ -2,12 +2,13 @@
 # `make bench` measures throughput and cost per request against references (bench/run.py);
 # `make bench-login-timing` times failed logins for known and unknown users.
 # `make fuzz` runs schemathesis against the real server (scripts/fuzz.py, which lists its settings).
+# `make e2e-browser` drives Swagger UI on /docs in headless Chromium (tests/browser/conftest.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-login-timing fuzz migrate clean
+.PHONY: run test lint bench bench-login-timing fuzz e2e-browser migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -21,6 +22,10 @@ $(VENV)/.runtime: $(BIN)/python requirements.txt
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.browser: $(VENV)/.dev requirements-browser.txt
+	$(BIN)/pip install --quiet -r requirements-browser.txt
 	touch $@
 
 migrate: $(VENV)/.runtime
@@ -48,6 +53,13 @@ bench-login-timing: $(VENV)/.runtime
 
 fuzz: $(VENV)/.dev
 	$(BIN)/python scripts/fuzz.py
+
+e2e-browser: $(VENV)/.browser
+	@test -x "$${E2E_CHROMIUM:-/usr/lib/chromium/chromium}" || { \
+		echo "chromium not found: installing Debian's package (needs root)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

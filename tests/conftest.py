@@ -15,6 +15,10 @@ from config import normalize_database_url
 from devlab import create_app
 from devlab.extensions import db
 
+# tests/browser needs Chromium and Playwright, which `make test` does not install: `make
+# e2e-browser` runs that folder (naming it collects it).
+collect_ignore = ["browser"]
+
 TEST_DATABASE_URL = normalize_database_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:5432/devlab_test")
 )
