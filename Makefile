@@ -2,12 +2,13 @@
 # `make bench` measures throughput and cost per request against references (bench/run.py);
 # `make bench-login-timing` times failed logins for known and unknown users.
 # `make fuzz` runs schemathesis against the real server (scripts/fuzz.py, which lists its settings).
+# `make e2e` runs the production topology on loopback: nginx, two gunicorns, PgBouncer (tests/e2e).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-login-timing fuzz migrate clean
+.PHONY: run test e2e lint bench bench-login-timing fuzz migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -29,8 +30,19 @@ migrate: $(VENV)/.runtime
 run: migrate
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
+# Debian's nginx and pgbouncer, installed when missing (which needs root); `make e2e` and
+# `make lint` run them from temporary configuration files, never as services.
+NGINX := /usr/sbin/nginx
+PGBOUNCER := /usr/sbin/pgbouncer
+$(NGINX) $(PGBOUNCER):
+	@echo "$@ not found: installing Debian's $(notdir $@) package (needs root)"
+	apt-get update -qq && apt-get install -y -qq $(notdir $@) >/dev/null
+
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+
+e2e: $(VENV)/.dev $(NGINX) $(PGBOUNCER)
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 # The FastAPI reference lives in an environment of its own, never in requirements.txt.
 bench/.venv/.installed: bench/requirements.txt
@@ -49,15 +61,16 @@ bench-login-timing: $(VENV)/.runtime
 fuzz: $(VENV)/.dev
 	$(BIN)/python scripts/fuzz.py
 
-lint: $(VENV)/.dev
+lint: $(VENV)/.dev $(NGINX)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile deploy/pgbouncer/Dockerfile
+	$(BIN)/python scripts/nginx_loopback.py
 	@command -v docker-compose >/dev/null || { \
 		echo "docker-compose not found: installing Debian's package (needs root)"; \
 		apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length \
-		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose config --quiet
+		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose --profile proxy config --quiet
 
 clean:
 	rm -rf $(VENV) bench/.venv .pytest_cache .ruff_cache
