@@ -23,7 +23,7 @@ import redis
 
 from devlab.errors import DATABASE_BUSY
 from tests.conftest import PASSWORD, TEST_REDIS_URL
-from tests.e2e.topology import HOST, Topology, _psycopg2
+from tests.e2e.topology import HOST, Topology, connect
 
 # nginx's $request_id: 32 hexadecimal digits (DevLab's own are UUIDs, with dashes).
 NGINX_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
@@ -138,7 +138,7 @@ def client(topology):
 
 def audit_row(topology: Topology, request_id: str) -> dict:
     """The audit row of a request, read straight from PostgreSQL."""
-    with _psycopg2(topology.database_url) as connection, connection.cursor() as cursor:
+    with connect(topology.database_url) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT action, ip, request_id FROM audit_logs WHERE request_id = %s",
             (request_id,),
@@ -284,7 +284,7 @@ def test_a_lock_wait_through_pgbouncer_ends_as_busy_and_no_connection_keeps_a_ti
     for _ in range(8):  # spread DevLab's transactions over PgBouncer's server connections
         assert client.request("GET", "/notes", token=token).status == 200
 
-    holder = _psycopg2(topology.database_url)
+    holder = connect(topology.database_url)
     try:
         with holder.cursor() as cursor:
             cursor.execute("SELECT id FROM notes WHERE id = %s FOR UPDATE", (note["id"],))
@@ -311,7 +311,7 @@ def _timeouts_on_every_server_connection(topology: Topology) -> set[tuple[str, s
 
     def look() -> None:
         try:
-            connection = _psycopg2(topology.pooled_url)
+            connection = connect(topology.pooled_url)
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"

@@ -183,7 +183,8 @@ def _database_url() -> URL:
     return make_url(TEST_DATABASE_URL).set(drivername="postgresql", database="devlab_e2e")
 
 
-def _psycopg2(url: URL, **changes) -> psycopg2.extensions.connection:
+def connect(url: URL, **changes) -> psycopg2.extensions.connection:
+    """A psycopg2 connection to `url`, with `changes` to it (another database, say)."""
     url = url.set(**changes)
     return psycopg2.connect(
         host=url.host,
@@ -198,7 +199,7 @@ def _psycopg2(url: URL, **changes) -> psycopg2.extensions.connection:
 @contextmanager
 def fresh_database(url: URL):
     """The database of `url`, created anew (an earlier run's is dropped); dropped at the end."""
-    admin = _psycopg2(url, database="postgres")
+    admin = connect(url, database="postgres")
     admin.autocommit = True
     name = sql.Identifier(url.database)
     try:
@@ -268,7 +269,7 @@ pidfile =
 
     def answers() -> bool:
         try:
-            _psycopg2(pooled).close()
+            connect(pooled).close()
             return True
         except psycopg2.OperationalError:
             return False
