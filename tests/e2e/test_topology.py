@@ -33,6 +33,8 @@ FORGED = {
     "X-Real-IP": "203.0.113.8",
     "Forwarded": "for=203.0.113.9;proto=https",
     "X-Request-ID": "forged-request-id-0001",
+    "X-Forwarded-Ssl": "off",
+    "X-Forwarded-Protocol": "http",
 }
 # The run's block of loopback addresses: a /16 of 127/8 chosen at random, so that runs in the
 # same minute never share a rate-limit count in Redis.
