@@ -244,11 +244,14 @@ def _start_pgbouncer(stack: ExitStack, folder: Path, logs: Path, target: URL, pa
     users = folder / "userlist.txt"
     users.write_text(f"{_quoted(target.username)} {_quoted(password)}\n")
     server = f"host={target.host or '127.0.0.1'} port={target.port or 5432}"
+    # A copy beside the rest: `nobody` may not be allowed into the checkout's folders.
+    repository_ini = folder / "repository-pgbouncer.ini"
+    shutil.copyfile(PGBOUNCER_INI, repository_ini)
     ini = folder / "pgbouncer.ini"
     ini.write_text(
         f"""[databases]
 {target.database} = {server} dbname={target.database}
-%include {PGBOUNCER_INI}
+%include {repository_ini}
 listen_addr = 127.0.0.1
 listen_port = {port}
 auth_file = {users}
@@ -260,7 +263,7 @@ pidfile =
     if os.geteuid() == 0:
         user = "nobody"
         entry = pwd.getpwnam(user)
-        for path in (folder, ini, users):
+        for path in (folder, repository_ini, ini, users):
             os.chown(path, entry.pw_uid, entry.pw_gid)
         users.chmod(0o600)
     process = Process("pgbouncer", [pgbouncer_binary(), ini], logs / "pgbouncer.log", user=user)
