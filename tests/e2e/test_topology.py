@@ -196,7 +196,7 @@ def test_a_body_over_one_mib_is_refused_by_nginx_in_devlabs_json_shape(client):
     }
     assert NGINX_REQUEST_ID.fullmatch(answer.request_id)
     assert answer.headers["Cache-Control"] == "no-store"
-    assert client.topology.instance_that_served(answer.request_id) == []
+    assert client.topology.instances_tried(answer.request_id) == ["-"]  # no instance saw it
 
 
 # --- DevLab behind it -------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from tests.servers import BIN, PROJECT, clean_env, free_port
 
 PGBOUNCER_INI = PROJECT / "deploy" / "pgbouncer" / "pgbouncer.ini"
 START_WITHIN_SECONDS = 60
+LOGGED_WITHIN_SECONDS = 5
 # A host name in the certificate and nginx's server_name.
 HOST = "localhost"
 PR_SET_PDEATHSIG = 1
@@ -158,19 +159,43 @@ class Topology:
     nginx_access_log: Path
 
     def instance_that_served(self, request_id: str) -> list[str]:
-        return [instance.name for instance in self.instances if instance.served(request_id)]
+        """The instances whose access log has the request (one, or none if nginx answered)."""
+        return (
+            _once_logged(
+                lambda: (
+                    [instance.name for instance in self.instances if instance.served(request_id)]
+                    or None
+                )
+            )
+            or []
+        )
 
     def instances_tried(self, request_id: str) -> list[str]:
-        """The instances nginx tried for a request, in order, from its access log."""
+        """The instances nginx tried for a request, in order, from its access log ("-": none)."""
         names = {f"127.0.0.1:{instance.port}": instance.name for instance in self.instances}
-        for line in self.nginx_access_log.read_text().splitlines():
-            if f" {request_id} upstream=" in line:
-                tried = line.split(" upstream=", 1)[1]
-                return [names.get(address.strip(), address) for address in tried.split(",")]
-        raise AssertionError(f"{request_id} is not in nginx's access log")
+
+        def tried() -> list[str] | None:
+            for line in self.nginx_access_log.read_text().splitlines():
+                if f" {request_id} upstream=" in line:
+                    addresses = line.split(" upstream=", 1)[1].split(",")
+                    return [names.get(address.strip(), address.strip()) for address in addresses]
+            return None
+
+        found = _once_logged(tried)
+        assert found is not None, f"{request_id} is not in nginx's access log"
+        return found
 
     def logs(self) -> str:
         return "\n".join(process.tail() for process in self.processes)
+
+
+def _once_logged(look, within: float = LOGGED_WITHIN_SECONDS):
+    """What `look` finds, asked again until it finds something or `within` runs out: gunicorn
+    and nginx write a request's access line after its answer, so the client may be faster."""
+    deadline = time.monotonic() + within
+    while (found := look()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def _database_url() -> URL:
