@@ -3,12 +3,13 @@
 # `make bench-login-timing` times failed logins for known and unknown users.
 # `make fuzz` runs schemathesis against the real server (scripts/fuzz.py, which lists its settings).
 # `make e2e-browser` drives Swagger UI on /docs in headless Chromium (tests/browser/conftest.py).
+# `make e2e` runs the production topology on loopback: nginx, two gunicorns, PgBouncer (tests/e2e).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench bench-login-timing fuzz e2e-browser migrate clean
+.PHONY: run test e2e e2e-browser lint bench bench-login-timing fuzz migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -34,8 +35,19 @@ migrate: $(VENV)/.runtime
 run: migrate
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
+# Debian's nginx and pgbouncer, installed when missing (which needs root); `make e2e` and
+# `make lint` run them from temporary configuration files, never as services.
+NGINX := /usr/sbin/nginx
+PGBOUNCER := /usr/sbin/pgbouncer
+$(NGINX) $(PGBOUNCER):
+	@echo "$@ not found: installing Debian's $(notdir $@) package (needs root)"
+	apt-get update -qq && apt-get install -y -qq $(notdir $@) >/dev/null
+
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+
+e2e: $(VENV)/.dev $(NGINX) $(PGBOUNCER)
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 # The FastAPI reference lives in an environment of its own, never in requirements.txt.
 bench/.venv/.installed: bench/requirements.txt
@@ -61,16 +73,17 @@ e2e-browser: $(VENV)/.browser
 			apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev
+lint: $(VENV)/.dev $(NGINX)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile deploy/pgbouncer/Dockerfile
+	$(BIN)/python scripts/nginx_loopback.py
 	@command -v docker-compose >/dev/null || { \
 		echo "docker-compose not found: installing Debian's package (needs root)"; \
 		apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 	JWT_SECRET_KEY=lint-only-placeholder-value-of-enough-length POSTGRES_PASSWORD=lint-only \
 		POSTGRES_APP_PASSWORD=lint-only \
-		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose config --quiet
+		AUDIT_SIGNING_KEY_FILE=lint-only-audit-signing-key.pem docker-compose --profile proxy config --quiet
 	docker-compose -f deploy/test-services.yml config --quiet
 
 clean:

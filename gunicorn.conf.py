@@ -47,6 +47,12 @@ graceful_timeout = Config.GRACEFUL_TIMEOUT_SECONDS
 # 422); 8190 is gunicorn's maximum, and every request the OpenAPI document allows is far
 # shorter, since each query parameter has a maximum or an enum.
 limit_request_line = 8190
+# gunicorn would take the scheme from X-Forwarded-Proto, X-Forwarded-Ssl or X-Forwarded-Protocol
+# sent from 127.0.0.1 (forwarded_allow_ips), and answer headers that contradict each other with
+# its own 400 in HTML: a client of a proxy on the same host could send `X-Forwarded-Ssl: off`
+# beside the proxy's `X-Forwarded-Proto: https`. The app decides the scheme alone (ProxyFix,
+# with TRUSTED_PROXY_HOPS), so gunicorn reads none of these headers.
+secure_scheme_headers = {}
 # gunicorn 27's control socket sits in $HOME and would be shared by every instance; unused here.
 control_socket_disable = True
 # Access log: worker pid, client, method, path, status, size, time, and the request's id from

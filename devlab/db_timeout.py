@@ -10,11 +10,11 @@ thread stuck in a wait holds back the requests queued behind it, `/health` among
 `/health` up to 10 s. Nor can any deadline tell a slow statement from a silent server. So
 PostgreSQL times its own work, and silence is found out on the side:
 
-- Statements. Each connection a request uses carries statement_timeout =
-  DATABASE_TIMEOUT_SECONDS and lock_timeout = half that, set when it is checked out for other
-  work than it last did: in a server, once per connection, never a statement per request. A
-  slow statement ends with PostgreSQL's "canceling statement" (503), a wait for a row lock with
-  its "lock not available" (503 busy, see errors.py), and the connection stays usable.
+- Statements. Each transaction of a request runs under statement_timeout =
+  DATABASE_TIMEOUT_SECONDS and lock_timeout = half that, set with SET LOCAL (see "Per
+  transaction" below). A slow statement ends with PostgreSQL's "canceling statement" (503), a
+  wait for a row lock with its "lock not available" (503 busy, see errors.py), and the
+  connection stays usable.
 - Silence. psycopg2 does all its waiting in `wait_with_deadline`. A wait unanswered for
   SUSPECT_AFTER_SECONDS has the process probe the server, unless a probe began since the wait
   did: a new connection must have an answer to SELECT 1 within PROBE_SECONDS. An error is an
@@ -45,6 +45,36 @@ second, within noise).
 
 CLI commands (a migration may take minutes) get no statement or lock timeout and no deadline on
 their statements.
+
+Per transaction, because of PgBouncer. In transaction pooling a server connection serves
+another client after each COMMIT, so session state leaks: a session-level `SET` (how the
+timeouts used to be set, once per connection) would reach other clients' transactions, and a
+CLI command's "no timeout" would reach requests. What holds both straight to PostgreSQL and
+through PgBouncer in transaction mode, measured on this machine (a transaction of one
+`SELECT 1` over loopback: 63 µs; medians of 4,000, interleaved runs):
+
+- `SET LOCAL` as a statement of its own at each BEGIN: +25 µs, one more round trip and one
+  more statement per request (tests/test_statement_counts.py holds the budgets).
+- `SET LOCAL` sent with the transaction's first statement, in the same simple-query message
+  (`SET LOCAL statement_timeout = 2000; SET LOCAL lock_timeout = 1000; SELECT ...`): +1 to
+  2 µs, no round trip, and the statement count stays. PostgreSQL (13 and later) times each
+  statement of such a message by itself, with the value the SET LOCAL before it gave: a
+  `pg_sleep(2)` after `SET LOCAL statement_timeout = 300` was cancelled at 0.30 s.
+- libpq's `options` (`-c statement_timeout=...`) in the startup packet: free, but session
+  state. Debian's PgBouncer (1.18) refuses the parameter ("unsupported startup parameter:
+  options") unless told to ignore it, which drops the timeouts; 1.20 and later parse it but
+  accept `-c` only for the parameters they track, and `track_extra_parameters` can track only
+  those PostgreSQL reports to clients, which statement_timeout and lock_timeout are not.
+- Settings of the app's role (`ALTER ROLE ... SET statement_timeout`): free and unleakable,
+  but a second place to keep equal to DATABASE_TIMEOUT_SECONDS, a step for every database
+  administrator, and they would bind migrations that run as that role too.
+
+So a request's transactions carry their timeouts with their first statement: nothing is left
+on a connection, whoever uses it next; CLI commands send nothing, so they are unlimited on any
+connection, through PgBouncer too. The statements this adds are visible in PostgreSQL's logs
+and pg_stat_activity as a prefix of the first statement. Server-side prepared statements
+(psycopg2 makes none) and session-level advisory locks (the audit chain takes
+pg_advisory_xact_lock) are the other session state; DevLab uses neither.
 """
 
 import math
@@ -71,7 +101,9 @@ PROBE_SECONDS = 0.5
 CHECK_EVERY_SECONDS = 0.05
 # While the server is silent, one wait in this many seconds probes it; errors.py's Retry-After.
 RETRY_SECONDS = 1
-TIMEOUTS_SET = "devlab.timeouts_ms"
+# The SET LOCALs that the next statement on a connection carries, if it begins a request's
+# transaction.
+TIMEOUTS_DUE = "devlab.timeouts_due"
 IDLE_SINCE = "devlab.idle_since"
 # A connection that sat in the pool longer than this is pinged before a request uses it: the
 # server may have restarted or dropped it meanwhile. One busy enough to come back sooner is
@@ -88,7 +120,13 @@ def init_app(app: Flask) -> None:
         engine = db.engine
     app.extensions[BREAKER] = Breaker(engine)
     event.listen(engine, "checkin", _note_when_idle)
-    event.listen(engine, "checkout", _ready_for_this_work)
+    event.listen(engine, "checkout", _still_answers)
+    timeout_ms = app.config["DATABASE_TIMEOUT_SECONDS"] * 1000
+    timeouts = (
+        f"SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL lock_timeout = {timeout_ms // 2}; "
+    )
+    event.listen(engine, "begin", lambda connection: _begin_with(connection, timeouts))
+    event.listen(engine, "before_cursor_execute", _with_timeouts_due, retval=True)
 
 
 class Breaker:
@@ -216,39 +254,45 @@ def _note_when_idle(dbapi_connection, connection_record) -> None:
         connection_record.info[IDLE_SINCE] = time.monotonic()
 
 
-def _ready_for_this_work(dbapi_connection, connection_record, _connection_proxy) -> None:
-    """Make sure a pooled connection still answers, and holds the timeouts this work needs.
+def _still_answers(dbapi_connection, connection_record, _connection_proxy) -> None:
+    """Make sure a pooled connection still answers.
 
     A connection idle for longer than PING_AFTER_IDLE_SECONDS is pinged first; if it no longer
     answers, the pool is told to replace it (DisconnectionError), so recovery after a restart
     of PostgreSQL costs nobody an error.
-
-    The statement and lock timeouts are the app's (see the module docstring); CLI commands keep
-    waiting. They are set when a connection is checked out for other work than it last did,
-    which in a server is once per connection: a pooled connection a CLI command opened (the
-    tests do that) must not serve a request without them, nor a request's a migration with them.
     """
     if not has_app_context():
         return
     idle_since = connection_record.info.pop(IDLE_SINCE, None)
-    pinging = idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS
-    timeout_ms = current_app.config["DATABASE_TIMEOUT_SECONDS"] * 1000 if _app_work() else 0
-    wanted = (timeout_ms, timeout_ms // 2)
-    setting = connection_record.info.get(TIMEOUTS_SET) != wanted
+    if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+        return
     try:
-        if pinging:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            dbapi_connection.rollback()
-        if setting:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute(
-                    f"SET statement_timeout = {wanted[0]}; SET lock_timeout = {wanted[1]}"
-                )
-            dbapi_connection.commit()
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
     except psycopg2.Error as error:
         raise DisconnectionError("The pooled connection no longer answers.") from error
-    connection_record.info[TIMEOUTS_SET] = wanted
+
+
+def _begin_with(connection, timeouts: str) -> None:
+    """A transaction begins: if it is a request's, its first statement brings the timeouts.
+
+    psycopg2 sends BEGIN itself just before that statement, so the SET LOCALs land inside the
+    transaction and end with it (see the module docstring). A CLI command's transaction
+    carries none.
+    """
+    if _app_work():
+        connection.info[TIMEOUTS_DUE] = timeouts
+    else:
+        connection.info.pop(TIMEOUTS_DUE, None)
+
+
+def _with_timeouts_due(connection, _cursor, statement, parameters, _context, _executemany):
+    """Put the timeouts due in front of the first statement of a request's transaction."""
+    timeouts = connection.info.pop(TIMEOUTS_DUE, None)
+    if timeouts is None:
+        return statement, parameters
+    return timeouts + statement, parameters
 
 
 def _app_work() -> bool:

@@ -268,6 +268,53 @@ def test_a_command_line_statement_may_outlast_the_limit(sleepy_app):
     assert "slept" in result.output
 
 
+SHOW_TIMEOUTS = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+
+
+def test_timeouts_last_one_transaction_and_leave_nothing_on_the_connection():
+    """One pooled connection serves CLI commands and requests in turn, as a PgBouncer server
+    connection serves every client: each request's transactions have the timeouts, and
+    nothing of them stays on the connection for its next user (a command, or here last a
+    plain connection outside any request)."""
+    app = create_app(
+        TEST_SETTINGS
+        | {
+            "DATABASE_TIMEOUT_SECONDS": 1,
+            # One connection in all, used by everyone in turn.
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 1, "max_overflow": 0, "pool_timeout": 5},
+        }
+    )
+
+    @app.get("/timeouts")
+    def timeouts_in_a_request():
+        first = db.session.execute(text(SHOW_TIMEOUTS)).one()
+        second = db.session.execute(text(SHOW_TIMEOUTS)).one()  # the same transaction
+        return {"first": list(first), "second": list(second)}
+
+    @app.cli.command("timeouts")
+    def timeouts_in_a_command():
+        click.echo(" ".join(db.session.execute(text(SHOW_TIMEOUTS)).one()))
+
+    client, runner = app.test_client(), app.test_cli_runner()
+    with app.app_context():
+        engine = db.engine
+    try:
+        answers = [
+            runner.invoke(args=["timeouts"]).output.strip(),
+            client.get("/timeouts").get_json(),
+            runner.invoke(args=["timeouts"]).output.strip(),
+            client.get("/timeouts").get_json(),
+        ]
+        with engine.connect() as outside_any_request:
+            left_on_the_connection = list(outside_any_request.execute(text(SHOW_TIMEOUTS)).one())
+    finally:
+        engine.dispose()
+
+    in_a_request = {"first": ["1s", "500ms"], "second": ["1s", "500ms"]}
+    assert answers == ["0 0", in_a_request, "0 0", in_a_request]
+    assert left_on_the_connection == ["0", "0"]
+
+
 @pytest.mark.parametrize("value", ["0", "soon"])
 def test_flask_refuses_to_start_with_a_bad_database_timeout(value):
     result = subprocess.run(

@@ -253,6 +253,27 @@ def test_gunicorn_answers_one_request_per_connection(gunicorn):
     assert b"\r\nConnection: close\r\n" in answered
 
 
+def test_gunicorn_leaves_forwarded_scheme_headers_to_the_app(gunicorn):
+    """Headers that contradict each other about the scheme, from the loopback address gunicorn
+    would trust them from by default, get the app's answer, not gunicorn's HTML 400."""
+    base, _log = gunicorn
+    host, port = base.removeprefix("http://").split(":")
+    request = (
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: https\r\n"
+        "X-Forwarded-Ssl: off\r\nX-Forwarded-Protocol: http\r\nConnection: close\r\n\r\n"
+    )
+
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request.encode())
+        answered = b""
+        while chunk := connection.recv(65536):
+            answered += chunk
+
+    head, _, body = answered.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answered[:300]
+    assert json.loads(body) == {"status": "ok"}
+
+
 def test_gunicorn_workers_freeze_what_they_loaded_out_of_garbage_collection():
     """What a worker holds once the app is loaded never changes, so full collections need not
     walk it (gunicorn.conf.py's post_worker_init; the p99 figures are in bench/RESULTS.md)."""
