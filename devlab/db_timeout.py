@@ -290,7 +290,9 @@ def _begin_with(connection, timeouts: str) -> None:
 def _with_timeouts_due(connection, _cursor, statement, parameters, _context, _executemany):
     """Put the timeouts due in front of the first statement of a request's transaction."""
     timeouts = connection.info.pop(TIMEOUTS_DUE, None)
-    if timeouts is None:
+    # Not in autocommit, where there is no transaction to hold them, and where a statement
+    # such as CREATE INDEX CONCURRENTLY must run alone (a migration run in-process, say).
+    if timeouts is None or getattr(connection.connection.dbapi_connection, "autocommit", False):
         return statement, parameters
     return timeouts + statement, parameters
 

@@ -1,4 +1,5 @@
 import logging
+import time
 from logging.config import fileConfig
 
 from alembic import context
@@ -118,8 +119,7 @@ def run_migrations_online():
         # (MIGRATION_DATABASE_URL), never through PgBouncer, so the session is theirs.
         postgres = connection.dialect.name == "postgresql"
         if postgres:
-            connection.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-            connection.commit()
+            _take_the_migration_lock(connection)
         try:
             with context.begin_transaction():
                 context.run_migrations()
@@ -128,6 +128,19 @@ def run_migrations_online():
                 connection.rollback()  # a failed upgrade's transaction, if any is left
                 connection.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
                 connection.commit()
+
+
+def _take_the_migration_lock(connection) -> None:
+    """Wait for the migration lock without holding a transaction open meanwhile: a waiting
+    statement keeps a snapshot, which the holder's CREATE INDEX CONCURRENTLY would wait for
+    in turn (a deadlock). So try, and between tries hold nothing."""
+    while True:
+        taken = connection.execute(text(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})")).scalar()
+        connection.commit()
+        if taken:
+            return
+        logger.info("Another instance is migrating; waiting for it.")
+        time.sleep(0.5)
 
 
 if context.is_offline_mode():
