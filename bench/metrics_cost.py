@@ -4,14 +4,18 @@ Two apps on one throwaway schema of the PostgreSQL at TEST_DATABASE_URL (dropped
 one as create_app builds it, one with every per-request piece of devlab/metrics.py taken out
 (the WSGI middleware that counts and times, the scrape hook, the route teardown, the pool's
 checkout and checkin listeners). Batches of the same request alternate between them, and each
-batch's CPU time (this process's, `time.process_time`) is divided by its requests; the medians
-of the batches are compared. The counts go to files in a temporary folder, as under gunicorn
-(prometheus_client's multiprocess mode), unless --in-memory.
+batch's CPU time (this process's, `time.process_time`) is divided by its requests. Each round
+runs one batch on each app, in turn first; the figure is the median of the rounds' differences,
+with their quartiles, since on a shared machine the spread between rounds is larger than the
+difference. --control takes the metrics out of both apps: what it prints is the noise floor.
+The counts go to files in a temporary folder, as under gunicorn (prometheus_client's
+multiprocess mode), unless --in-memory.
 
-    TEST_DATABASE_URL=postgresql://… .venv/bin/python bench/metrics_cost.py [--rounds 20]
+    TEST_DATABASE_URL=postgresql://… .venv/bin/python bench/metrics_cost.py [--rounds 60]
 """
 
 import argparse
+import gc
 import os
 import secrets
 import statistics
@@ -26,9 +30,10 @@ PATHS = ("/notes", "/health")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=20, help="batches of each app per path")
-    parser.add_argument("--batch", type=int, default=200, help="requests per batch")
+    parser.add_argument("--rounds", type=int, default=60, help="batches of each app per path")
+    parser.add_argument("--batch", type=int, default=100, help="requests per batch")
     parser.add_argument("--in-memory", action="store_true", help="count in memory, not in files")
+    parser.add_argument("--control", action="store_true", help="no metrics in either app")
     options = parser.parse_args()
 
     from config import remove_metrics_folder, share_metrics_between_workers
@@ -64,6 +69,8 @@ def measure(options: argparse.Namespace) -> None:
     }
     measured, bare = create_app(settings), create_app(settings)
     take_the_metrics_out(bare, metrics, event, db)
+    if options.control:
+        take_the_metrics_out(measured, metrics, event, db)
     with measured.app_context():
         db.session.execute(text(f"CREATE SCHEMA {schema}"))
         db.session.commit()
@@ -71,14 +78,17 @@ def measure(options: argparse.Namespace) -> None:
     try:
         headers = seed(measured.test_client())
         print(
-            f"metrics in {'memory' if options.in_memory else 'files (multiprocess mode)'}; "
-            f"{options.rounds} batches of {options.batch} requests per app and path, alternating"
+            f"metrics in {'memory' if options.in_memory else 'files (multiprocess mode)'}"
+            f"{'; CONTROL: no metrics in either app' if options.control else ''}; "
+            f"{options.rounds} rounds of {options.batch} requests per app and path"
         )
         for path in PATHS:
             clients = {"with metrics": measured.test_client(), "without": bare.test_client()}
             for client in clients.values():  # warm up: pools, caches, label children
                 for _ in range(50):
                     assert client.get(path, headers=headers).status_code == 200
+            gc.collect()
+            gc.freeze()  # as gunicorn.conf.py's post_worker_init: fewer, shorter collections
             cpu = {name: [] for name in clients}
             for round_number in range(options.rounds):
                 order = list(clients) if round_number % 2 == 0 else list(reversed(clients))
@@ -88,12 +98,13 @@ def measure(options: argparse.Namespace) -> None:
                     for _ in range(options.batch):
                         client.get(path, headers=headers)
                     cpu[name].append((time.process_time() - started) / options.batch * 1e6)
-            with_metrics = statistics.median(cpu["with metrics"])
             without = statistics.median(cpu["without"])
+            differences = [a - b for a, b in zip(cpu["with metrics"], cpu["without"], strict=True)]
+            low, median, high = statistics.quantiles(differences, n=4)
             print(
-                f"GET {path:7} CPU per request, median of batches: with metrics "
-                f"{with_metrics:7.1f} µs, without {without:7.1f} µs: "
-                f"{with_metrics - without:+6.1f} µs ({(with_metrics / without - 1) * 100:+.1f} %)"
+                f"GET {path:7} CPU per request without metrics {without:7.1f} µs; with them "
+                f"{median:+6.1f} µs ({median / without * 100:+.1f} %), "
+                f"quartiles {low:+.1f} to {high:+.1f} µs"
             )
     finally:
         for app in (measured, bare):

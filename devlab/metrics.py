@@ -148,8 +148,9 @@ def _series_of(labels: tuple[str, str, str]) -> tuple:
 
 def note_the_route(_error) -> None:
     """Teardown hook (it runs whatever happened): keep the rule routing matched."""
-    if request.url_rule is not None:
-        request.environ[ROUTE] = request.url_rule.rule
+    rule = request.url_rule
+    if rule is not None:
+        request.environ[ROUTE] = rule.rule
 
 
 def audit_rows_committed(rows: list[dict]) -> None:
