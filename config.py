@@ -382,10 +382,8 @@ def check_metrics_token(token: str | None) -> None:
         )
 
 
-def parse_metrics_allow(raw) -> tuple:
+def parse_metrics_allow(raw: str) -> tuple:
     """METRICS_ALLOW's addresses and networks; `none` allows no address (the token only)."""
-    if not isinstance(raw, str):
-        return tuple(raw)  # already parsed (a test's settings)
     if raw.strip().lower() == "none":
         return ()
     networks = []

@@ -1,9 +1,11 @@
 """GET /metrics: what it counts, who may read it, and that gunicorn's workers count together."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from bench.statements import counting_statements
 from config import ConfigError
@@ -388,3 +391,62 @@ def test_a_gunicorn_that_refuses_to_start_leaves_no_metrics_folder_behind(tmp_pa
     assert result.returncode == 1
     assert "DevLab cannot start: JWT_SECRET_KEY must be set" in result.stderr
     assert list(tmp_path.glob("devlab-metrics-*")) == []
+
+
+def post_json(base: str, path: str, body: dict | None = None, token: str | None = None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(base + path, data=data, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_for(condition, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def refresh_cut_short(base: str, refresh_token: str) -> None:
+    """A refresh whose worker is killed while it waits: its connection is closed unanswered."""
+    with contextlib.suppress(OSError):
+        post_json(base, "/token/refresh", token=refresh_token)
+
+
+def test_the_connections_of_a_killed_worker_leave_the_in_use_gauge(app, tmp_path):
+    # A refresh waits for its login's row lock, which the test holds: a connection stays
+    # checked out in a worker until the lock is free, or the worker is killed.
+    settings = {"WEB_CONCURRENCY": "2", "DATABASE_TIMEOUT_SECONDS": "30"}
+    with app.app_context():
+        engine = db.engine
+    with gunicorn_process(tmp_path / "server.log", **settings) as (base, server):
+        account = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
+        post_json(base, "/signup", account)
+        tokens = post_json(base, "/login", {"username": "alice", "password": PASSWORD})[1]
+        in_use = lambda: value(served(base), "devlab_database_connections_in_use")  # noqa: E731
+        first_workers = workers_of(server.pid)
+
+        with engine.connect() as lock_holder:
+            lock_holder.execute(text("SELECT id FROM token_families FOR UPDATE"))
+            waiting = threading.Thread(
+                target=refresh_cut_short, args=(base, tokens["refresh_token"]), daemon=True
+            )
+            waiting.start()
+            wait_for(lambda: in_use() == 1, "the waiting refresh's connection is not counted")
+            for worker in first_workers:
+                os.kill(worker, signal.SIGKILL)
+            wait_for(
+                lambda: len(set(workers_of(server.pid)) - set(first_workers)) == 2,
+                "gunicorn did not replace its workers",
+            )
+            after_the_kill = in_use()
+            lock_holder.rollback()
+        waiting.join(timeout=30)
+
+    assert after_the_kill == 0
