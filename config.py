@@ -242,9 +242,12 @@ def share_metrics_between_workers() -> str:
 
 
 def remove_metrics_folder() -> None:
-    """At the master's exit: remove the folder if it was a temporary one made here."""
-    if _metrics_folder.get("temporary"):
+    """At the master's exit: remove the folder if it was a temporary one made here, and forget
+    it, so that nothing this process starts afterwards counts into it."""
+    if _metrics_folder.pop("temporary", False):
         shutil.rmtree(_metrics_folder["path"], ignore_errors=True)
+        os.environ.pop(METRICS_FOLDER_VARIABLE, None)
+    _metrics_folder.clear()
 
 
 def _int_from_env(name: str, default: int, minimum: int = 0) -> int:
