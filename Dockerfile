@@ -46,7 +46,8 @@ ENV HOME=/home/devlab \
     DEVLAB_ENV=production \
     HOST=0.0.0.0 \
     PORT=8005 \
-    FLASK_APP=wsgi
+    FLASK_APP=wsgi \
+    LOG_FORMAT=json
 
 EXPOSE 8005
 

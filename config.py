@@ -38,6 +38,10 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | RATELIMIT_PASSWORD_FAILURES | 5 per 15 minutes     | wrong current passwords per account       |
 | RATELIMIT_NOTES_WRITE    | 120 per minute          | note creations and changes per user       |
 | RATELIMIT_AUDIT_EXPORT   | 10 per hour             | exports of the audit trail per admin      |
+| LOG_FORMAT               | text (json in Docker)   | json: one JSON object per log line        |
+| METRICS_TOKEN            | (none)                  | bearer token that may read GET /metrics   |
+| METRICS_ALLOW            | 127.0.0.0/8,::1         | addresses that may read /metrics, or none |
+| PROMETHEUS_MULTIPROC_DIR | a new temporary folder  | gunicorn only: where workers keep metrics |
 
 JWT_SECRET_KEY, AUDIT_SIGNING_KEY and DATABASE_URL may each come from a file instead, named
 by JWT_SECRET_KEY_FILE, AUDIT_SIGNING_KEY_FILE or DATABASE_URL_FILE (as Docker and Kubernetes
@@ -55,12 +59,21 @@ further requests that hash wait for a slot, but hashing and waiting together nev
 than GUNICORN_THREADS - 1 of a worker's threads (devlab/passwords.py).
 
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
+
+GET /metrics answers a request that presents METRICS_TOKEN as its bearer token, or one that
+comes straight (no X-Forwarded-For, Forwarded or X-Real-IP header) from an address in
+METRICS_ALLOW; any other gets the 404 of a path that does not exist (devlab/metrics.py).
+PROMETHEUS_MULTIPROC_DIR is prometheus_client's own variable: gunicorn.conf.py sets it (see
+`share_metrics_between_workers`), so that every worker counts into one folder.
 """
 
+import ipaddress
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -103,6 +116,10 @@ RATE_LIMIT_SETTINGS = (
     "RATELIMIT_AUDIT_EXPORT",
 )
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
+LOG_FORMATS = ("text", "json")
+# Who may read GET /metrics by address alone, unless METRICS_ALLOW says otherwise: this host.
+DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1"
+METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 DEV_KEY_FILENAME = "jwt-secret"
 DEV_AUDIT_KEY_FILENAME = "audit-signing-key.pem"
 # What a browser sends as Origin: scheme, host and an optional port; no path, no wildcard.
@@ -201,6 +218,49 @@ def exit_on_start_up_failure(error: BaseException) -> None:
 explain_start_up_failures()
 
 
+# --- gunicorn's workers count together -----------------------------------------------------
+# prometheus_client keeps each process's counts in memory unless PROMETHEUS_MULTIPROC_DIR names
+# a folder when it is first imported; then every process writes its counts into files there,
+# and GET /metrics adds up the files of all of them. gunicorn.conf.py calls this in the master,
+# before the app (and prometheus_client) is imported and before any worker is forked.
+# The folder is one gunicorn instance's alone: by default a new private temporary folder
+# (under TMPDIR), made when the master starts and removed when it exits. Not the instance
+# folder: two instances started from one checkout (two replicas on one host, the tests) would
+# share it, count each other's requests, and empty it under each other at start. A folder the
+# operator names is emptied of counts when the master starts, since counts of an earlier run
+# would be added to this one's. On a configuration reload (SIGHUP) the master reads
+# gunicorn.conf.py again and keeps its folder: this module is not loaded again.
+
+_metrics_folder: dict = {}
+
+
+def share_metrics_between_workers() -> str:
+    """Make (once per process) the folder where every worker keeps its counts; return it."""
+    if "path" in _metrics_folder:
+        return _metrics_folder["path"]
+    configured = os.environ.get(METRICS_FOLDER_VARIABLE)
+    if configured:
+        folder = Path(configured)
+        folder.mkdir(parents=True, exist_ok=True)
+        for counts in folder.glob("*.db"):
+            counts.unlink()
+        _metrics_folder.update(path=str(folder), temporary=False)
+    else:
+        folder = tempfile.mkdtemp(prefix="devlab-metrics-")
+        _metrics_folder.update(path=folder, temporary=True)
+        os.environ[METRICS_FOLDER_VARIABLE] = folder
+    return _metrics_folder["path"]
+
+
+def remove_metrics_folder() -> None:
+    """At the master's exit: remove the folder if it was a temporary one made here, and forget
+    it, so that nothing this process starts afterwards counts into it."""
+    if _metrics_folder.pop("temporary", False):
+        shutil.rmtree(_metrics_folder["path"], ignore_errors=True)
+        os.environ.pop(METRICS_FOLDER_VARIABLE, None)
+    _metrics_folder.clear()
+
+
 def _int_from_env(name: str, default: int, minimum: int = 0) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -291,6 +351,10 @@ def finalize_config(config: dict, instance_path: str) -> None:
     check_hashing_concurrency(config)
     check_rate_limits(config)
     config["CORS_ORIGINS"] = parse_origins(config["CORS_ORIGINS"])
+    if config["LOG_FORMAT"] not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', not {config['LOG_FORMAT']!r}.")
+    check_metrics_token(config["METRICS_TOKEN"])
+    config["METRICS_ALLOW"] = parse_metrics_allow(config["METRICS_ALLOW"])
 
 
 def check_argon2_costs(config: dict) -> None:
@@ -338,6 +402,36 @@ def check_rate_limits(config: dict) -> None:
     if not separator or scheme not in RATE_LIMIT_STORAGE_SCHEMES:
         # The value is not repeated: a Redis URL may hold a password.
         raise ConfigError("RATELIMIT_STORAGE_URI must be memory:// or a redis:// or rediss:// URL.")
+
+
+def check_metrics_token(token: str | None) -> None:
+    """Refuse a METRICS_TOKEN that could be guessed: /metrics has no rate limit."""
+    if token is not None and is_weak_secret(token):
+        # The value is not repeated: it is a secret.
+        raise ConfigError(
+            f"METRICS_TOKEN must be a random value of at least {MIN_SECRET_BYTES} bytes, or unset "
+            '(for example: python -c "import secrets; print(secrets.token_urlsafe(32))").'
+        )
+
+
+def parse_metrics_allow(raw: str) -> tuple:
+    """METRICS_ALLOW's addresses and networks; `none` allows no address (the token only)."""
+    if raw.strip().lower() == "none":
+        return ()
+    networks = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                "METRICS_ALLOW must list IP addresses or networks (127.0.0.1, 10.0.0.0/8, ::1), "
+                f"or be `none`, not {entry!r}."
+            ) from None
+    if not networks:
+        raise ConfigError("METRICS_ALLOW lists no address: set it to `none` to allow none.")
+    return tuple(networks)
 
 
 def resolve_jwt_secret(config: dict, instance_path: str) -> str:
@@ -511,6 +605,14 @@ class Config:
     )
     RATELIMIT_NOTES_WRITE = os.environ.get("RATELIMIT_NOTES_WRITE") or "120 per minute"
     RATELIMIT_AUDIT_EXPORT = os.environ.get("RATELIMIT_AUDIT_EXPORT") or "10 per hour"
+
+    # `text` (Flask's and gunicorn's lines, with the request id) or `json` (one object per line
+    # on stdout, devlab/logs.py); the Docker image sets json.
+    LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
+    # GET /metrics (devlab/metrics.py): a bearer token that may read it from anywhere, and the
+    # addresses that may read it without one; finalize_config checks and parses both.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
+    METRICS_ALLOW = os.environ.get("METRICS_ALLOW") or DEFAULT_METRICS_ALLOW
 
     MAX_CONTENT_LENGTH = 1024 * 1024
 

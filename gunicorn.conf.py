@@ -15,11 +15,21 @@ if not os.environ.get("FLASK_SKIP_DOTENV"):
 # (gunicorn would print a traceback), and the app is made once here before any worker starts
 # (on_starting), so that what create_app refuses is one line too, not a traceback per worker.
 try:
-    from config import Config, exit_on_start_up_failure
+    from config import (
+        Config,
+        exit_on_start_up_failure,
+        remove_metrics_folder,
+        share_metrics_between_workers,
+    )
 except Exception as error:
     if type(error).__name__ != "ConfigError":
         raise
     sys.exit(f"DevLab cannot start: {error}")
+
+# Before the app, and so prometheus_client, is imported (on_starting) and any worker forked:
+# every worker counts into files of its own in this folder, and GET /metrics adds them all up
+# (config.share_metrics_between_workers says where it is and why).
+share_metrics_between_workers()
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8005')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -62,6 +72,12 @@ control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'
 errorlog = "-"
+# LOG_FORMAT=json: every line, gunicorn's and the app's, one JSON object on stdout, the access
+# line with the same fields and no more (devlab/logs.py). Either class cuts query strings out
+# of gunicorn's error lines, which quote the request lines it refuses.
+logger_class = (
+    "devlab.logs.JSONLinesLogger" if Config.LOG_FORMAT == "json" else "devlab.logs.GunicornLogger"
+)
 
 
 def post_worker_init(worker) -> None:
@@ -79,4 +95,17 @@ def on_starting(server) -> None:
 
         create_app()
     except Exception as error:  # exit_on_start_up_failure raises what it cannot explain
+        remove_metrics_folder()  # gunicorn calls no on_exit when on_starting fails
         exit_on_start_up_failure(error)
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone (stopped, killed, timed out): its counters stay in the sum, but its
+    share of the live gauges (the database connections in use) leaves it."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    remove_metrics_folder()

@@ -13,7 +13,18 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, RequestRedirect
 
 from config import Config, finalize_config
-from devlab import cli, db_timeout, docs, headers, passwords, ratelimit, request_body, request_id
+from devlab import (
+    cli,
+    db_timeout,
+    docs,
+    headers,
+    logs,
+    metrics,
+    passwords,
+    ratelimit,
+    request_body,
+    request_id,
+)
 from devlab.admin import routes as admin_routes
 from devlab.audit import routes as audit_routes
 from devlab.audit import trail
@@ -121,6 +132,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_app(app)
     db_timeout.init_app(app)
+    metrics.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)
     access.init_app(app)
@@ -134,6 +146,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     headers.init_app(app)
     ratelimit.init_app(app)
     trail.init_app(app)
+    logs.init_app(app)
     cli.init_app(app)
     if app.config["TEST_REQUEST_DELAY_SECONDS"]:
         app.before_request(_delay_for_tests)

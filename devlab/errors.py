@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolExhausted
 from werkzeug.exceptions import HTTPException
 
+from devlab import metrics
 from devlab.db_timeout import RETRY_SECONDS
 from devlab.extensions import db
 from devlab.models import CONFLICT_MESSAGES
@@ -60,18 +61,23 @@ def database_error_response(error: SQLAlchemyError):
     """Answer for a database failure: 409 for a broken unique rule, 503 when it is down."""
     db.session.rollback()
     if isinstance(error, IntegrityError):
+        metrics.database_error("conflict")
         return error_response(409, conflict_message(error))
     if isinstance(error, PoolExhausted):  # every pooled connection stayed busy for pool_timeout
+        metrics.database_error("busy")
         current_app.logger.warning("Database connection pool exhausted")
         return error_response(503, DATABASE_BUSY, headers={"Retry-After": "1"})
     if isinstance(error, OperationalError):
         if getattr(error.orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
+            metrics.database_error("busy")
             return error_response(503, DATABASE_BUSY, headers={"Retry-After": "1"})
+        metrics.database_error("unavailable")
         current_app.logger.warning("Database unavailable: %s", type(error.orig).__name__)
         # As often as a worker that found PostgreSQL silent probes it again (db_timeout.py).
         return error_response(
             503, DATABASE_UNAVAILABLE, headers={"Retry-After": str(RETRY_SECONDS)}
         )
+    metrics.database_error("other")
     current_app.logger.exception("Database error")
     return error_response(500, "Internal server error.")
 

@@ -56,6 +56,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_smorest import Blueprint
 from limits import parse
 
+from devlab import metrics
 from devlab.audit.trail import audit
 from devlab.client import client_ip
 from devlab.errors import error_response
@@ -301,7 +302,8 @@ class AttemptStore:
 # --- what a limited client gets -----------------------------------------------------------
 
 
-def _limited(limit: str, counted: str, message: str, retry_after: int):
+def _limited(scope: str, limit: str, counted: str, message: str, retry_after: int):
+    metrics.rate_limited(scope)
     audit("rate_limited", f"{limit} for {counted}")
     return error_response(
         429,
@@ -314,6 +316,7 @@ def too_many_requests(error: RateLimitExceeded):
     """Answer 429 in the one error shape, say when to retry, and audit which limit it was."""
     limit = error.limit
     return _limited(
+        limit.scope,
         f"{limit.scope} limit ({limit.limit})",
         limit.key_func(),
         error.description,
@@ -324,7 +327,9 @@ def too_many_requests(error: RateLimitExceeded):
 def too_many_attempts(error: TooManyAttempts):
     budget = error.budget
     rate = current_app.config[budget.setting]
-    return _limited(budget.limit(rate), error.counted, budget.message, error.retry_after)
+    return _limited(
+        budget.scope, budget.limit(rate), error.counted, budget.message, error.retry_after
+    )
 
 
 def _seconds_to_retry(window: int) -> int:

@@ -16,9 +16,10 @@ MIGRATION_LOCK = 7262836002
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Interpret the config file for Python logging, unless the app writes JSON lines
+# (LOG_FORMAT=json, devlab/logs.py): then alembic's records are JSON lines too.
+if current_app.config["LOG_FORMAT"] != "json":
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 

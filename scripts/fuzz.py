@@ -170,12 +170,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# LOG_FORMAT too: the server's log is searched for LOG_ALARMS, which are text lines.
+DEVLAB_SETTING_PREFIXES = (
+    *("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_"),
+    *("LOG_FORMAT", "METRICS_", "PROMETHEUS_MULTIPROC_DIR"),
+)
+
+
 def server_env(database_url: str, port: int) -> dict:
     """The environment without any DevLab setting of the developer's own, plus the fuzz ones."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_"))
+        if not key.startswith(DEVLAB_SETTING_PREFIXES)
     }
     return env | {
         "FLASK_APP": "wsgi",

@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 DEVLAB_SETTING_PREFIXES = (
     *("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_", "CORS_", "FORCE_"),
     *("GUNICORN_", "GRACEFUL_", "WEB_CONCURRENCY", "HOST", "PORT"),
+    *("LOG_FORMAT", "METRICS_", "PROMETHEUS_MULTIPROC_DIR"),
 )
 
 
@@ -55,8 +56,11 @@ def gunicorn_serving(log: Path, **settings: str):
 
 
 @contextmanager
-def gunicorn_process(log: Path, **settings: str):
-    """As gunicorn_serving, but yields (base URL, the gunicorn master's Popen) as well."""
+def gunicorn_process(log: Path, *, errors: Path | None = None, **settings: str):
+    """As gunicorn_serving, but yields (base URL, the gunicorn master's Popen) as well.
+
+    Its stderr goes to `errors` if given, else with its stdout to `log`.
+    """
     port = free_port()
     defaults = {
         "DATABASE_URL": TEST_DATABASE_URL,
@@ -65,13 +69,13 @@ def gunicorn_process(log: Path, **settings: str):
         "ARGON2_PARALLELISM": "1",
     }
     env = clean_env(**(defaults | settings), PORT=str(port))
-    with log.open("w") as output:
+    with log.open("w") as output, (errors or Path(os.devnull)).open("w") as error_output:
         server = subprocess.Popen(
             [BIN / "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
             cwd=PROJECT,
             env=env,
             stdout=output,
-            stderr=subprocess.STDOUT,
+            stderr=error_output if errors is not None else subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -285,6 +285,7 @@ def test_gunicorn_workers_freeze_what_they_loaded_out_of_garbage_collection():
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+        settings["on_exit"](server=None)  # the metrics folder reading the file made
 
 
 def raw_answer(base: str, path: str, *headers: str) -> tuple[int, dict[str, list[str]]]:

@@ -23,6 +23,7 @@ from flask_jwt_extended import get_current_user
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from devlab import metrics
 from devlab.client import client_ip
 from devlab.errors import database_error_response
 from devlab.extensions import db
@@ -160,6 +161,7 @@ def commit_request_with_its_audit_rows(response: Response) -> Response:
             db.session.flush()
             db.session.execute(ADD_AUDIT_ROWS, rows)
         db.session.commit()
+        metrics.audit_rows_committed(rows)
     except SQLAlchemyError as error:
         if keep_changes:
             # The change is lost, so the client must not be told it was made.
