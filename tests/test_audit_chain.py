@@ -535,3 +535,14 @@ def test_every_row_of_a_request_stores_its_request_id(client, accounts):
     assert signup["request_id"] == response.headers["X-Request-ID"]
     assert login_failed["request_id"] == failed.headers["X-Request-ID"]
     assert failed.get_json()["request_id"] == login_failed["request_id"]
+
+
+def test_the_head_of_an_emptied_trail_is_a_404_not_a_500(client, accounts):
+    admin = accounts.admin_headers("root")
+    with raw(bypass_triggers=True) as cursor:
+        cursor.execute("DELETE FROM audit_logs")
+
+    response = client.get("/audit/head", headers=admin)
+
+    assert response.status_code == 404
+    assert response.get_json()["message"] == "The audit trail is empty: there is no head to sign."

@@ -103,6 +103,7 @@ class AuditLogExport(MethodView):
 class Head(MethodView):
     @admin_required
     @blp.response(200, AuditHeadSchema)
+    @blp.alt_error(404, "The audit trail is empty.")
     @blp.alt_error(409, "This database keeps no hash chain (SQLite).")
     def get(self):
         """The chain's current head, signed: keep it elsewhere to prove the trail later.
@@ -112,5 +113,8 @@ class Head(MethodView):
         """
         if db.engine.dialect.name != "postgresql":
             abort(409, message="This database keeps no hash chain; heads need PostgreSQL.")
+        newest = newest_row(db.session)
+        if newest is None:  # only a superuser could have emptied it
+            abort(404, message="The audit trail is empty: there is no head to sign.")
         audit("audit_read", "read the signed head", changes={"filters": {}})
-        return sign_head(newest_row(db.session), signing_key(current_app))
+        return sign_head(newest, signing_key(current_app))
