@@ -49,9 +49,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import wraps
 
 import redis
 from flask import Flask, current_app
+from flask_jwt_extended import current_user
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_smorest import Blueprint
 from limits import parse
@@ -244,6 +246,22 @@ class MemoryAttempts:
         for key, held in list(self.slots.items()):
             if max(held.values()) <= now - self.windows[key]:
                 del self.slots[key]
+
+
+def limited_per_user(budget: AttemptBudget, description: str) -> Callable:
+    """A view decorator that reserves one of `budget` per acting user before the view runs,
+    and documents its 429. It goes below the decorator that checks the token (the user is
+    the token's)."""
+
+    def decorate(view):
+        @wraps(view)
+        def counted(*args, **kwargs):
+            budget.reserve(str(current_user.id), counted=f"user {current_user.id}")
+            return view(*args, **kwargs)
+
+        return documented_limits(description)(counted)
+
+    return decorate
 
 
 class AttemptStore:
