@@ -63,6 +63,18 @@ class User(db.Model):
         # Case-insensitive uniqueness, enforced by the database so that racing signups collide.
         Index("ix_users_username_lower", func.lower(username), unique=True),
         Index("ix_users_email_lower", func.lower(email), unique=True),
+        # Twins with text_pattern_ops serve a case-insensitive prefix (LIKE 'ab%') under any
+        # collation: GET /admin/users?q= (migration 0006).
+        Index(
+            "ix_users_username_prefix",
+            func.lower(username).label("username_lower"),
+            postgresql_ops={"username_lower": "text_pattern_ops"},
+        ),
+        Index(
+            "ix_users_email_prefix",
+            func.lower(email).label("email_lower"),
+            postgresql_ops={"email_lower": "text_pattern_ops"},
+        ),
     )
 
     def set_password(self, password: str) -> None:
@@ -181,6 +193,21 @@ class TokenFamily(db.Model):
     def revoke(self) -> None:
         if self.revoked_at is None:
             self.revoked_at = utcnow()
+
+
+class PasswordResetToken(db.Model):
+    """One reset link sent: the SHA-256 of its token (the token is only in the mail), whose
+    account, and until when it works. Used once; a newer request or a password change ends it."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 def _where_set(column) -> dict:
