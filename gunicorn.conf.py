@@ -38,7 +38,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # does not stop the worker, and while PostgreSQL is away the threads that wait on it leave
 # others to answer /health. In production, a buffering reverse proxy in front (nginx, a cloud
 # load balancer) is still the real defence against slow clients.
-worker_class = "gthread"
+# gunicorn's gthread worker, except that closing a connection no longer waits on its event
+# loop for the client's FIN (devlab/gthread_worker.py says why).
+worker_class = "devlab.gthread_worker.ThreadWorker"
 threads = Config.GUNICORN_THREADS
 # No keep-alive: a connection carries one request. A gthread worker accepts every connection
 # waiting when it wakes and keeps a kept-alive one for good, so one worker could hold nearly

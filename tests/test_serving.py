@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from devlab.gthread_worker import LINGER_SECONDS
 from tests.conftest import PASSWORD
 from tests.servers import BIN, PROJECT, clean_env, free_port, gunicorn_serving
 
@@ -251,6 +252,57 @@ def test_gunicorn_answers_one_request_per_connection(gunicorn):
 
     assert answered.count(b"HTTP/1.1 200") == 1
     assert b"\r\nConnection: close\r\n" in answered
+
+
+def answered_and_left_open(base: str) -> socket.socket:
+    """A connection that sent GET /health, read the whole answer, and stays open."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    connection.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    answered = b""
+    while chunk := connection.recv(65536):  # until the server's FIN
+        answered += chunk
+    assert answered.startswith(b"HTTP/1.1 200"), answered[:300]
+    return connection
+
+
+def seconds_for_health(base: str) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(base + "/health", timeout=30):  # noqa: S310 (loopback)
+        return time.monotonic() - started
+
+
+def test_clients_that_keep_their_connections_open_do_not_stall_the_server(gunicorn):
+    """gunicorn's own close waits on the worker's event loop for the client's FIN: each such
+    client stalled its worker for 2 s (devlab/gthread_worker.py). Now the loop goes on."""
+    base, _log = gunicorn
+    left_open = [answered_and_left_open(base) for _ in range(20)]
+    try:
+        waits = [seconds_for_health(base) for _ in range(10)]
+    finally:
+        for connection in left_open:
+            connection.close()
+
+    assert max(waits) < 0.5, waits
+
+
+def test_a_connection_left_open_is_closed_by_the_server_within_seconds(gunicorn):
+    """A lingering connection lasts LINGER_SECONDS at most: what the client sends after that
+    meets a closed socket (a reset), not a server still reading."""
+    base, _log = gunicorn
+    connections = [answered_and_left_open(base) for _ in range(5)]
+    time.sleep(LINGER_SECONDS + 1.5)
+
+    refused = 0
+    for connection in connections:
+        with connection:
+            try:  # the first write draws the reset, the second fails on it
+                connection.sendall(b"anyone there?")
+                time.sleep(0.1)
+                connection.sendall(b"anyone there?")
+            except (ConnectionResetError, BrokenPipeError):
+                refused += 1
+    assert refused == len(connections)
 
 
 def test_gunicorn_leaves_forwarded_scheme_headers_to_the_app(gunicorn):
