@@ -19,6 +19,7 @@ gunicorn's worker as it is. No library offers this for gunicorn; the override is
 of the connection and the worker's per-loop housekeeping.
 """
 
+import contextlib
 import selectors
 import socket
 import time
@@ -75,10 +76,8 @@ class ThreadWorker(GunicornThreadWorker):
 
     def stop_lingering(self, sock: socket.socket) -> None:
         self.lingering.pop(sock, None)
-        try:
+        with contextlib.suppress(OSError, KeyError, ValueError):
             self.poller.unregister(sock)
-        except (OSError, KeyError, ValueError):
-            pass
         util.close(sock)
 
     def murder_pending(self) -> None:
