@@ -110,7 +110,13 @@ class Blueprint(flask_smorest.Blueprint):
     }
 
     def arguments(self, schema, *, location: str = "json", **kwargs):
-        """flask-smorest's `arguments`; a request body also documents its 400 and 413."""
+        """flask-smorest's `arguments`; a request body also documents its 400 and 413.
+
+        A schema given as a class is made once, here: webargs would make one from the class
+        for every request (15 µs, a percent of a GET /notes).
+        """
+        if isinstance(schema, type):
+            schema = schema()
         parse = super().arguments(schema, location=location, **kwargs)
         if location not in BODY_LOCATIONS:
             return parse
