@@ -512,3 +512,20 @@ def test_an_erased_account_has_nothing_left_to_change(client, accounts):
 
     assert response.status_code == 409
     assert response.get_json()["message"].startswith("This account was erased")
+
+
+def test_the_trail_listing_shows_each_actors_username_as_it_is_now(client, accounts):
+    root = accounts.admin_headers("root")
+    alice = accounts.signup("alice")
+    headers = bearer(accounts.token("alice"))
+    change_profile(client, headers, username="alicia")
+    bob = accounts.signup("bob")
+    erase(client, bearer(accounts.token("bob")))
+
+    logs = client.get("/audit/logs?page_size=100", headers=root).get_json()["logs"]
+
+    names = {(log["user_id"], log["username"]) for log in logs if log["user_id"] is not None}
+    assert (alice["id"], "alicia") in names
+    assert (bob["id"], f"deleted-{bob['id']}") in names
+    assert not {name for _, name in names} & {"alice", "bob"}
+    assert all(log["username"] is None for log in logs if log["user_id"] is None)

@@ -118,6 +118,9 @@ class PasswordChangeSchema(Schema):
 class ProfileChangeSchema(Schema):
     """A new email address, a new username, or both; the signup's rules apply to each."""
 
+    # Neither is a 400 (devlab/auth/accounts.py); the document says so as a rule on the object.
+    OPENAPI_RULES = {"anyOf": [{"required": ["email"]}, {"required": ["username"]}]}
+
     email = email_field()
     username = username_field()
 
