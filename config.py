@@ -34,7 +34,7 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | RATELIMIT_LOGIN_FAILURES | 5 per 15 minutes        | failed logins per username                |
 | RATELIMIT_SIGNUP         | 10 per minute           | signups per client address                |
 | RATELIMIT_REFRESH        | 10 per minute           | token refreshes per client address        |
-| RATELIMIT_PASSWORD       | 10 per minute           | password changes per client address       |
+| RATELIMIT_PASSWORD       | 10 per minute           | current-password checks per address       |
 | RATELIMIT_PASSWORD_FAILURES | 5 per 15 minutes     | wrong current passwords per account       |
 | RATELIMIT_NOTES_WRITE    | 120 per minute          | note creations and changes per user       |
 | RATELIMIT_AUDIT_EXPORT   | 10 per hour             | exports of the audit trail per admin      |

@@ -31,7 +31,7 @@ from devlab.audit import trail
 from devlab.auth import access
 from devlab.auth import routes as auth_routes
 from devlab.errors import register_error_handlers
-from devlab.extensions import api, db, jwt, migrate
+from devlab.extensions import SchemaRules, api, db, jwt, migrate
 from devlab.health import routes as health_routes
 from devlab.notes import routes as notes_routes
 
@@ -136,7 +136,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)
     access.init_app(app)
-    api.init_app(app, spec_kwargs={"extra_plugins": [request_id.DocumentedHeader()]})
+    plugins = [request_id.DocumentedHeader(), SchemaRules()]
+    api.init_app(app, spec_kwargs={"extra_plugins": plugins})
     for feature in (auth_routes, notes_routes, admin_routes, audit_routes, health_routes):
         api.register_blueprint(feature.blp)
     docs.init_app(app)

@@ -86,6 +86,7 @@ APP_ROLE_PRIVILEGES = {
     "notes": "SELECT, INSERT, UPDATE, DELETE",
     "token_families": "SELECT, INSERT, UPDATE, DELETE",
     "audit_logs": "SELECT, INSERT",
+    "password_reset_tokens": "SELECT, INSERT, DELETE",
 }
 
 

@@ -5,6 +5,7 @@ import time
 import flask_jwt_extended
 import flask_smorest
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import current_app
 from flask_jwt_extended.config import config as jwt_config
 from flask_migrate import Migrate
@@ -42,6 +43,15 @@ class Api(flask_smorest.Api):
     # a client, and `make fuzz`, can tell a documented answer from a surprise.
     DEFAULT_ERROR_RESPONSE_NAME = None
     ERROR_SCHEMA = ErrorSchema
+
+
+class SchemaRules(BasePlugin):
+    """apispec plugin: a schema's `OPENAPI_RULES`, JSON Schema keywords about several of its
+    fields at once (`anyOf`...), go into its component, beside the fields marshmallow's plugin
+    documents. The schema, or the route, enforces them; this only says so to clients."""
+
+    def schema_helper(self, name, definition, **kwargs) -> dict | None:
+        return getattr(kwargs.get("schema"), "OPENAPI_RULES", None)
 
 
 VERIFIED_TOKENS = "devlab.verified_tokens"

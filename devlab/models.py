@@ -9,6 +9,7 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    delete,
     false,
     func,
     select,
@@ -25,6 +26,9 @@ from devlab.extensions import db
 USERNAME_MAX = 32
 EMAIL_MAX = 254
 NOTE_TEXT_MAX = 10_000
+# An erased account's password hash: in no hash format, so no password verifies against it
+# (passwords.verify_password spends a decoy verification's time on it and answers no).
+ERASED_PASSWORD_HASH = "!erased"  # noqa: S105 (a marker, not a secret)
 
 
 def utcnow() -> datetime:
@@ -80,17 +84,6 @@ class User(db.Model):
     def set_password(self, password: str) -> None:
         self.hashed_password = passwords.hash_password(password)
 
-    def check_password(self, password: str) -> bool:
-        """Whether `password` is this user's, upgrading the stored hash when it is.
-
-        A bcrypt hash from the earlier service, or an argon2 hash made with other costs than
-        the configured ones, is replaced with a new argon2id hash; the request's commit stores it.
-        """
-        if not passwords.verify_password(self.hashed_password, password):
-            return False
-        self._upgrade_hash(password)
-        return True
-
     def may_log_in(self, password: str) -> bool:
         """Whether `password` is right and the account may log in, as the row is now.
 
@@ -101,15 +94,45 @@ class User(db.Model):
         verified_hash = self.hashed_password
         if not passwords.verify_password(verified_hash, password):
             return False
-        db.session.refresh(self, with_for_update=True)
-        if self.hashed_password != verified_hash or not self.is_active:
+        if not self.still_holds(verified_hash):
             return False
-        self._upgrade_hash(password)
+        self.upgrade_hash(password)
         return True
 
-    def _upgrade_hash(self, password: str) -> None:
+    def still_holds(self, verified_hash: str) -> bool:
+        """Whether the row, read again under a lock held until the request commits, still has
+        the password hash that was just verified and is active.
+
+        Verifying takes a while; a password change or a deactivation that committed meanwhile
+        makes the password just verified count for nothing.
+        """
+        db.session.refresh(self, with_for_update=True)
+        return self.hashed_password == verified_hash and self.is_active
+
+    def upgrade_hash(self, password: str) -> None:
+        """Hash `password`, just verified, anew if the stored hash is not at today's costs."""
         if passwords.needs_rehash(self.hashed_password):
             self.set_password(password)
+
+    @property
+    def is_erased(self) -> bool:
+        return self.hashed_password == ERASED_PASSWORD_HASH
+
+    def erase(self) -> None:
+        """Empty the account of personal data, keeping the row that the audit trail names.
+
+        Its notes and reset links are deleted and its logins revoked; the username and email
+        become `deleted-<id>` ones that no signup can take (the signup schema reserves the
+        name, and `invalid` is no domain it accepts), which frees the old ones at once.
+        """
+        db.session.execute(delete(Note).where(Note.owner_id == self.id))
+        db.session.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id))
+        self.revoke_tokens()
+        self.username = f"deleted-{self.id}"
+        self.email = f"deleted-{self.id}@invalid"
+        self.hashed_password = ERASED_PASSWORD_HASH
+        self.is_active = False
+        self.is_admin = False
 
     def revoke_tokens(self, keep_family: str | None = None) -> int:
         """Revoke every token this user holds, except those of the family `keep_family`;

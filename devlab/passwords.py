@@ -2,7 +2,7 @@
 accounts carried over.
 
 Accounts from the earlier FastAPI service keep their hashes until their owner next logs in, when
-`User.check_password` replaces them with argon2id, as it does argon2 hashes made with other
+`User.upgrade_hash` replaces them with argon2id, as it does argon2 hashes made with other
 costs than the configured ones. That service wrote bcrypt (`$2b$`, `$2a$`, `$2y$`) at first,
 then passlib's pbkdf2_sha256: `$pbkdf2-sha256$<rounds>$<salt>$<checksum>`, salt and checksum in
 passlib's adapted base64 ('.' for '+', no padding). Those are read with libpass, the maintained

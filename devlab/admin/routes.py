@@ -5,7 +5,8 @@ from sqlalchemy import select
 from devlab.admin.schemas import UserListSchema
 from devlab.audit.trail import audit, changed
 from devlab.auth.access import admin_required, lock_active_admins
-from devlab.auth.schemas import UserSchema
+from devlab.auth.accounts import ERASED, NOTHING_TO_CHANGE, change_profile
+from devlab.auth.schemas import ProfileChangeSchema, UserSchema
 from devlab.blueprint import Blueprint, row_id
 from devlab.errors import NOT_FOUND
 from devlab.extensions import db
@@ -127,3 +128,23 @@ class Activate(MethodView):
         user.is_active = True
         audit_change("user_activated", "activated", user, "is_active", was_active, "active")
         return user
+
+
+@blp.route(f"/users/{USER_ID}")
+class UserById(MethodView):
+    @admin_required
+    @blp.arguments(ProfileChangeSchema)
+    @blp.response(200, UserSchema)
+    @blp.alt_error(400, f"{NOTHING_TO_CHANGE} Or: the body could not be read.")
+    @blp.alt_error(404, NO_SUCH_USER)
+    @blp.alt_error(409, f"The username or email is another account's (in any case). Or: {ERASED}")
+    def patch(self, fields, user_id):
+        """Change a user's email address, username, or both.
+
+        The same rules as at signup apply. A value equal to the current one is no change.
+        The user's tokens keep working.
+        """
+        user = db.one_or_404(
+            select(User).where(User.id == user_id).with_for_update(), description=NOT_FOUND
+        )
+        return change_profile(user, fields)

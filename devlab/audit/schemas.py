@@ -12,6 +12,13 @@ class AuditLogSchema(FlatSchema):
     detail = fields.String(allow_none=True)
     ip = fields.String(allow_none=True)
     user_id = fields.Integer(allow_none=True, metadata={"description": "The acting user."})
+    username = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The acting user's username as it is now (the row itself names "
+            "users by id only); `deleted-<id>` once the account is erased."
+        },
+    )
     method = fields.String(allow_none=True)
     path = fields.String(allow_none=True)
     status_code = fields.Integer(allow_none=True)

@@ -8,10 +8,10 @@ each row as it goes in (devlab/audit/chain.py). It is the one commit of every re
 why views never commit. A failed request rolls its change back; only the failure actions are
 still written. CLI commands use `record_cli`, which has no request to read.
 
-The trail names only what a client could not have typed by mistake: an attempted username is
-recorded only when it is an account's. Anything else typed (often a password put in the
-username box) is recorded as its `pseudonym`, which tells repeated attempts apart and keeps
-nothing readable.
+The trail names users by id, never by username or email: it is append-only, and outlives an
+erasure (PATCH and DELETE /me). An attempted username that is an account's is recorded as that
+account's id. Anything else typed (often a password put in the username box) is recorded as its
+`pseudonym`, which tells repeated attempts apart and keeps nothing readable.
 """
 
 import hashlib
@@ -52,6 +52,8 @@ ACTIONS = (
     "audit_read",
     "audit_exported",
     "audit_purged",
+    "profile_changed",
+    "account_erased",
 )
 # Written even though the request failed: the failure is what they record.
 FAILURE_ACTIONS = frozenset(
@@ -130,8 +132,8 @@ def pseudonym(typed: str) -> str:
 
 
 def attempted_username(typed: str, user: User | None) -> str:
-    """How the trail names the username a request tried: as typed if it is an account's."""
-    return typed if user is not None else f"unknown username {pseudonym(typed)}"
+    """How the trail names the username a request tried: by the account's id if it is one's."""
+    return f"user {user.id}" if user is not None else f"unknown username {pseudonym(typed)}"
 
 
 def keep_changes_despite_failure() -> None:

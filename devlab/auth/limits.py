@@ -40,11 +40,14 @@ limit_refresh = documented_limits(
         error_message="Too many token refreshes from your address",
     ),
 )
-limit_password_change = documented_limits(
-    "Too many password changes from your address, or wrong current passwords for the account.",
+# Every route that checks the caller's current password (a password change, a profile change,
+# an erasure) shares one count per address, and one budget of wrong passwords per account.
+limit_password_checks = documented_limits(
+    "Too many requests that check a current password from your address, or wrong current "
+    "passwords for the account.",
     limiter.shared_limit(
         setting("RATELIMIT_PASSWORD"),
         scope="password",
-        error_message="Too many password changes from your address",
+        error_message="Too many password checks from your address",
     ),
 )

@@ -10,17 +10,25 @@ from devlab.audit.trail import (
     pseudonym,
 )
 from devlab.auth.access import login_required, refresh_token_required
+from devlab.auth.accounts import (
+    LAST_ADMIN,
+    NOTHING_TO_CHANGE,
+    change_profile,
+    confirm_current_password,
+    erase_own_account,
+)
 from devlab.auth.limits import (
     LOGIN_FAILURES,
-    PASSWORD_FAILURES,
     limit_login,
-    limit_password_change,
+    limit_password_checks,
     limit_refresh,
     limit_signup,
 )
 from devlab.auth.schemas import (
+    AccountErasureSchema,
     LoginFailedSchema,
     LoginSchema,
+    OwnProfileChangeSchema,
     PasswordChangeSchema,
     SignupSchema,
     TokenSchema,
@@ -72,7 +80,7 @@ class Signup(MethodView):
         user.set_password(account["password"])
         db.session.add(user)
         db.session.flush()  # a duplicate raises here, answered with 409 by errors.py
-        audit("signup", f"user {user.id} ({user.username})", actor=user, target=("user", user.id))
+        audit("signup", f"user {user.id}", actor=user, target=("user", user.id))
         return user
 
 
@@ -116,7 +124,7 @@ class Login(MethodView):
                     oauth_error="invalid_grant",
                 )
         attempt.give_back()
-        audit("login_success", f"user {user.id} ({user.username})", actor=user)
+        audit("login_success", f"user {user.id}", actor=user)
         return start_family(user)
 
 
@@ -191,10 +199,42 @@ class Me(MethodView):
         """Your own account."""
         return current_user
 
+    @limit_password_checks
+    @login_required
+    @blp.arguments(OwnProfileChangeSchema)
+    @blp.response(200, UserSchema)
+    @blp.alt_error(400, f"{NOTHING_TO_CHANGE} Or: the body could not be read.")
+    @blp.alt_error(409, "The username or email is already another account's (in any case).")
+    def patch(self, change):
+        """Change your email address, your username, or both.
+
+        The same rules as at signup apply, and `current_password` must be right: a wrong one
+        answers 401 and changes nothing (after RATELIMIT_PASSWORD_FAILURES of them, 429).
+        A value equal to the current one is no change. Your tokens keep working.
+        """
+        password = change.pop("current_password")
+        confirm_current_password(password, refused="wrong current password on profile change")
+        return change_profile(current_user, change)
+
+    @limit_password_checks
+    @login_required
+    @blp.arguments(AccountErasureSchema)
+    @blp.response(204)
+    @blp.alt_error(409, LAST_ADMIN)
+    def delete(self, erasure):
+        """Erase your account, for good.
+
+        Your notes are deleted and every token you hold is revoked. The account's row stays,
+        emptied: renamed `deleted-<id>`, with no email or password of yours, and inactive,
+        because the audit trail (append-only) refers to it by id. Your username and email are
+        free again at once. A wrong `current_password` answers 401 and erases nothing.
+        """
+        erase_own_account(erasure["current_password"])
+
 
 @blp.route("/me/password")
 class PasswordChange(MethodView):
-    @limit_password_change
+    @limit_password_checks
     @login_required
     @blp.arguments(PasswordChangeSchema)
     @blp.response(204)
@@ -205,17 +245,14 @@ class PasswordChange(MethodView):
         same login. A wrong current password answers 401 and changes nothing; after
         RATELIMIT_PASSWORD_FAILURES of them, the account's password changes answer 429.
         """
-        attempt = PASSWORD_FAILURES.reserve(str(current_user.id), counted=f"user {current_user.id}")
-        with attempt.given_back_on(HashingBusy):
-            if not current_user.check_password(change["current_password"]):
-                audit("access_denied", "wrong current password on password change")
-                abort(401, message="The current password is incorrect.")
-        attempt.give_back()
+        confirm_current_password(
+            change["current_password"], refused="wrong current password on password change"
+        )
         current_user.set_password(change["new_password"])
         current_user.revoke_tokens(keep_family=get_jwt()["fam"])
         audit(
             "password_changed",
-            f"user {current_user.id} ({current_user.username})",
+            f"user {current_user.id}",
             target=("user", current_user.id),
             # Never anything of either hash: only that it changed.
             changes={"password": "changed"},

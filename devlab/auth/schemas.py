@@ -44,20 +44,51 @@ def password_field() -> SafeString:
     )
 
 
-class SignupSchema(Schema):
-    username = SafeString(
-        required=True,
+# Erased accounts are renamed `deleted-<id>` (User.erase): nobody else may take such a name,
+# or an erasure would clash with it.
+ERASED_USERNAME_PREFIX = "deleted-"
+
+
+def not_an_erased_accounts_name(username: str) -> None:
+    if username.lower().startswith(ERASED_USERNAME_PREFIX):
+        raise ValidationError(f"Names that begin with '{ERASED_USERNAME_PREFIX}' are reserved.")
+
+
+def username_field(**kwargs) -> SafeString:
+    """A username: 3 to 32 of A-Z a-z 0-9 _ . -, unique in any case (the database checks that)."""
+    return SafeString(
         validate=[
             validate.Length(min=USERNAME_MIN, max=USERNAME_MAX),
             Pattern(USERNAME_PATTERN, error="Use only letters, digits, '_', '.' and '-'."),
+            not_an_erased_accounts_name,
         ],
-        metadata={"description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case)."},
+        metadata={
+            "description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case); not beginning "
+            f"with '{ERASED_USERNAME_PREFIX}'."
+        },
+        **kwargs,
     )
-    email = SafeEmail(
-        required=True,
+
+
+def email_field(**kwargs) -> SafeEmail:
+    """An email address, unique in any case (the database checks that)."""
+    return SafeEmail(
         validate=validate.Length(max=EMAIL_MAX),
         metadata={"description": "Unique, any case. At most 64 characters before the @."},
+        **kwargs,
     )
+
+
+def current_password_field() -> SafeString:
+    """The caller's password, to confirm a change to their account."""
+    return SafeString(
+        required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX)
+    )
+
+
+class SignupSchema(Schema):
+    username = username_field(required=True)
+    email = email_field(required=True)
     password = password_field()
 
 
@@ -80,10 +111,26 @@ class LoginSchema(Schema):
 
 
 class PasswordChangeSchema(Schema):
-    current_password = SafeString(
-        required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX)
-    )
+    current_password = current_password_field()
     new_password = password_field()
+
+
+class ProfileChangeSchema(Schema):
+    """A new email address, a new username, or both; the signup's rules apply to each."""
+
+    # Neither is a 400 (devlab/auth/accounts.py); the document says so as a rule on the object.
+    OPENAPI_RULES = {"anyOf": [{"required": ["email"]}, {"required": ["username"]}]}
+
+    email = email_field()
+    username = username_field()
+
+
+class OwnProfileChangeSchema(ProfileChangeSchema):
+    current_password = current_password_field()
+
+
+class AccountErasureSchema(Schema):
+    current_password = current_password_field()
 
 
 class TokenSchema(Schema):
