@@ -9,6 +9,7 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    delete,
     false,
     func,
     select,
@@ -78,7 +79,13 @@ class User(db.Model):
     )
 
     def set_password(self, password: str) -> None:
+        """Hash and store `password`. Every password change passes here, so the reset links
+        already sent for the account die with the old password."""
         self.hashed_password = passwords.hash_password(password)
+        if self.id is not None:  # a new account has no reset link yet
+            db.session.execute(
+                delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id)
+            )
 
     def check_password(self, password: str) -> bool:
         """Whether `password` is this user's, upgrading the stored hash when it is.
@@ -108,8 +115,9 @@ class User(db.Model):
         return True
 
     def _upgrade_hash(self, password: str) -> None:
+        # The same password, hashed anew: not a change, so the account's reset links stay.
         if passwords.needs_rehash(self.hashed_password):
-            self.set_password(password)
+            self.hashed_password = passwords.hash_password(password)
 
     def revoke_tokens(self, keep_family: str | None = None) -> int:
         """Revoke every token this user holds, except those of the family `keep_family`;

@@ -52,6 +52,7 @@ ACTIONS = (
     "audit_read",
     "audit_exported",
     "audit_purged",
+    "users_listed",
 )
 # Written even though the request failed: the failure is what they record.
 FAILURE_ACTIONS = frozenset(

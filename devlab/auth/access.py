@@ -69,16 +69,21 @@ def admin_required(view):
     return _documented(jwt_required()(admins_only), 401, 403)
 
 
-def lock_active_admins() -> list[int]:
-    """Lock the active admins' rows until the request commits; return their ids.
+def locked_active_admin_ids() -> list[int]:
+    """Lock the active admins' rows until the transaction ends; return their ids.
 
-    Role and account changes take this lock, so they run one at a time, each seeing the last
-    one's outcome. The caller passed `admin_required` before waiting: if it lost the role
-    meanwhile, it is refused now (403).
+    Role and account changes take this lock, over HTTP and from the CLI alike, so they run one
+    at a time, each seeing the last one's outcome.
     """
-    active_admin_ids = db.session.scalars(
+    return db.session.scalars(
         select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
     ).all()
+
+
+def lock_active_admins() -> list[int]:
+    """`locked_active_admin_ids` for an admin's request. The caller passed `admin_required`
+    before waiting: if it lost the role meanwhile, it is refused now (403)."""
+    active_admin_ids = locked_active_admin_ids()
     if get_current_user().id not in active_admin_ids:
         audit("access_denied", "admin role lost while the request waited")
         abort(403, message=ADMIN_REQUIRED)
