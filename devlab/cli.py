@@ -26,7 +26,7 @@ from devlab.admin.accounts import (
 from devlab.audit.commands import audit_cli
 from devlab.audit.trail import record_cli
 from devlab.auth.access import locked_active_admin_ids
-from devlab.auth.schemas import PasswordChangeSchema, SignupSchema
+from devlab.auth.schemas import SignupSchema
 from devlab.auth.tokens import prune_expired_families
 from devlab.errors import conflict_message
 from devlab.extensions import db
@@ -154,10 +154,10 @@ def set_password(username: str, password_stdin: bool) -> None:
     user = user_named(username)
     password = read_password(password_stdin)
     try:
-        change = PasswordChangeSchema(only=["new_password"]).load({"new_password": password})
+        password = SignupSchema(only=["password"]).load({"password": password})["password"]
     except ValidationError as error:
         raise refused_input(error) from None
-    user.set_password(change["new_password"])
+    user.set_password(password)
     ended = user.revoke_tokens()
     record_cli(
         "password_changed",
