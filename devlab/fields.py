@@ -94,6 +94,17 @@ class QueryInteger(fields.Integer):
         return super()._validated(value)
 
 
+class QueryBoolean(fields.Boolean):
+    """`true` or `false` in a query string, as the OpenAPI document writes a boolean.
+
+    marshmallow's Boolean also reads "1", "yes", "on", "T" and more; accepting those would make
+    the API more lenient than its documentation.
+    """
+
+    truthy = {"true"}
+    falsy = {"false"}
+
+
 class IPAddress(fields.String):
     """An IPv4 or IPv6 address, loaded in the form the audit trail stores (devlab/client.py):
     compressed, lower case, an IPv4-mapped IPv6 address as its IPv4 address. A zone id

@@ -82,7 +82,13 @@ class User(db.Model):
     )
 
     def set_password(self, password: str) -> None:
+        """Hash and store `password`. Every password change passes here, so the reset links
+        already sent for the account die with the old password."""
         self.hashed_password = passwords.hash_password(password)
+        if self.id is not None:  # a new account has no reset link yet
+            db.session.execute(
+                delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id)
+            )
 
     def may_log_in(self, password: str) -> bool:
         """Whether `password` is right and the account may log in, as the row is now.
@@ -110,9 +116,10 @@ class User(db.Model):
         return self.hashed_password == verified_hash and self.is_active
 
     def upgrade_hash(self, password: str) -> None:
-        """Hash `password`, just verified, anew if the stored hash is not at today's costs."""
+        """Hash `password`, just verified, anew if the stored hash is not at today's costs: the
+        same password, so not a change, and the account's reset links stay."""
         if passwords.needs_rehash(self.hashed_password):
-            self.set_password(password)
+            self.hashed_password = passwords.hash_password(password)
 
     @property
     def is_erased(self) -> bool:

@@ -23,9 +23,9 @@ def roles(app) -> dict:
 
 
 ACTIONS = {
-    "demote": ("/admin/demote/{id}", "user_demoted"),
-    "deactivate": ("/admin/users/{id}/deactivate", "user_deactivated"),
-    "activate": ("/admin/users/{id}/activate", "user_activated"),
+    "demote": ("/admin/demote/{id}", "user_demoted", "demoted"),
+    "deactivate": ("/admin/users/{id}/deactivate", "user_deactivated", "deactivated"),
+    "activate": ("/admin/users/{id}/activate", "user_activated", "activated"),
 }
 
 
@@ -97,7 +97,7 @@ def test_an_activated_user_logs_in_again_but_old_tokens_stay_revoked(app, client
 def test_lifecycle_actions_are_idempotent_and_audited(app, client, accounts, audit_rows, action):
     root = accounts.admin_headers("root")
     accounts.signup("alice")
-    path, audit_action = ACTIONS[action]
+    path, audit_action, _ = ACTIONS[action]
     path = path.format(id=user_id(app, "alice"))
 
     first = client.post(path, headers=root)
@@ -108,7 +108,9 @@ def test_lifecycle_actions_are_idempotent_and_audited(app, client, accounts, aud
     rows = audit_rows(audit_action)
     assert len(rows) == 2
     assert all(row.user_id == user_id(app, "root") for row in rows)
-    assert all(f"{user_id(app, 'alice')} (alice)" in row.detail for row in rows)
+    named = f"{ACTIONS[action][2]} user {user_id(app, 'alice')}"  # by id only
+    assert [row.detail.partition(" (already ")[0] for row in rows] == [named, named]
+    assert "(already " in rows[1].detail
 
 
 @pytest.mark.parametrize("action", ["demote", "deactivate"])

@@ -300,7 +300,7 @@ def test_numbered_pages_of_a_filter_follow_one_another(client, trail, audit_rows
     [
         ("action=note_exploded", "action"),
         ("action=login_failed&action=nope", "action"),
-        ("&".join(["action=signup"] * (len(ACTIONS) + 1)), "action"),
+        ("&".join(["action=signup"] * (len(ACTIONS) + 1)), "action"),  # more than there are
         ("user_id=0", "user_id"),
         ("target_id=7", "target_id"),
         ("target_type=planet&target_id=7", "target_type"),

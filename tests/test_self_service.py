@@ -514,6 +514,37 @@ def test_an_erased_account_has_nothing_left_to_change(client, accounts):
     assert response.get_json()["message"].startswith("This account was erased")
 
 
+@pytest.mark.parametrize(
+    "path", ["promote/{}", "demote/{}", "users/{}/activate", "users/{}/deactivate"]
+)
+def test_an_erased_account_takes_no_role_or_state_change(app, client, accounts, path):
+    """Promoted and activated again, an erased account would count as an active admin that
+    nobody can be, and the last real admin could then be demoted."""
+    headers = accounts.admin_headers("root")
+    alice = accounts.signup("alice")
+    erase(client, bearer(accounts.token("alice")))
+
+    response = client.post(f"/admin/{path.format(alice['id'])}", headers=headers)
+
+    assert response.status_code == 409
+    assert response.get_json()["message"].startswith("This account was erased")
+    erased = user_row(app, alice["id"])
+    assert (erased.is_admin, erased.is_active) == (False, False)
+
+
+@pytest.mark.parametrize("command", ["promote-admin", "demote-admin", "activate", "deactivate"])
+def test_the_command_line_changes_no_erased_account_either(app, client, accounts, command):
+    alice = accounts.signup("alice")
+    erase(client, bearer(accounts.token("alice")))
+
+    result = app.test_cli_runner().invoke(args=[command, f"deleted-{alice['id']}"])
+
+    assert result.exit_code == 1
+    assert "account was erased" in result.output
+    erased = user_row(app, alice["id"])
+    assert (erased.is_admin, erased.is_active) == (False, False)
+
+
 def test_the_trail_listing_shows_each_actors_username_as_it_is_now(client, accounts):
     root = accounts.admin_headers("root")
     alice = accounts.signup("alice")

@@ -2,8 +2,20 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
-from devlab.admin.schemas import UserListSchema
-from devlab.audit.trail import audit, changed
+from devlab.admin.accounts import (
+    ACTIVATE,
+    DEACTIVATE,
+    DEMOTE,
+    PROMOTE,
+    AccountChange,
+    AccountErased,
+    LastActiveAdmin,
+    hold_for_change,
+    make_change,
+    users_matching,
+)
+from devlab.admin.schemas import UserListSchema, UserQuerySchema
+from devlab.audit.trail import audit
 from devlab.auth.access import admin_required, lock_active_admins
 from devlab.auth.accounts import ERASED, NOTHING_TO_CHANGE, change_profile
 from devlab.auth.schemas import ProfileChangeSchema, UserSchema
@@ -11,12 +23,13 @@ from devlab.blueprint import Blueprint, row_id
 from devlab.errors import NOT_FOUND
 from devlab.extensions import db
 from devlab.models import User
-from devlab.pagination import PageQuerySchema, page_of
+from devlab.pagination import page_of
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")
 
 USER_ID = row_id("user_id")
 NO_SUCH_USER = "No user has this id."
+LAST_ADMIN_OR_ERASED = f"The user is the last active admin. Or: {ERASED}"
 
 
 def user_or_404(user_id: int) -> User:
@@ -30,33 +43,33 @@ def user_to_change(user_id: int, *, takes_admin_role: bool = False) -> User:
     and a change that `takes_admin_role` from the last active admin is refused (409).
     """
     user = user_or_404(user_id)
-    active_admin_ids = lock_active_admins()
-    if takes_admin_role and active_admin_ids == [user.id]:
-        abort(409, message="This is the last active admin; make another admin first.")
-    db.session.refresh(user)  # as it is now that the lock is ours
+    try:
+        return hold_for_change(user, lock_active_admins(), takes_admin_role=takes_admin_role)
+    except (LastActiveAdmin, AccountErased) as refusal:
+        abort(409, message=str(refusal))
+
+
+def change_user(user_id: int, change: AccountChange) -> User:
+    """Make `change` to the user `user_id`, audited; a repeat answers the same."""
+    user = user_to_change(user_id, takes_admin_role=change.takes_admin_role)
+    make_change(change, user, record=audit)
     return user
-
-
-def audit_change(action: str, done: str, user: User, field: str, old: bool, already: str) -> None:
-    """Audit a role or account change; an idempotent repeat says the user already was so."""
-    new = getattr(user, field)
-    repeat = "" if old != new else f" (already {already})"
-    audit(
-        action,
-        f"{done} user {user.id} ({user.username}){repeat}",
-        target=("user", user.id),
-        changes=changed(field, old, new),
-    )
 
 
 @blp.route("/users")
 class Users(MethodView):
     @admin_required
-    @blp.arguments(PageQuerySchema, location="query")
+    @blp.arguments(UserQuerySchema, location="query")
     @blp.response(200, UserListSchema)
     def get(self, query):
-        """List every user, oldest account first."""
-        return page_of(select(User).order_by(User.id), "users", query)
+        """List users, oldest account first: every user, or those the filters leave.
+
+        The filters combine: `?q=al&is_admin=false` lists the users who are no admin and
+        whose username or email begins with "al" (or "AL"). The page metadata counts what
+        the filters leave.
+        """
+        filters = query.get("q"), query.get("is_admin"), query.get("is_active")
+        return page_of(users_matching(*filters), "users", query)
 
 
 @blp.route(f"/promote/{USER_ID}")
@@ -64,17 +77,14 @@ class Promote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
     @blp.alt_error(404, NO_SUCH_USER)
+    @blp.alt_error(409, ERASED)
     def post(self, user_id):
         """Make a user an admin.
 
         Takes effect at once, also for tokens the user already holds. Promoting an admin
         changes nothing and answers the same.
         """
-        user = user_to_change(user_id)
-        was_admin = user.is_admin
-        user.is_admin = True
-        audit_change("user_promoted", "promoted", user, "is_admin", was_admin, "an admin")
-        return user
+        return change_user(user_id, PROMOTE)
 
 
 @blp.route(f"/demote/{USER_ID}")
@@ -82,18 +92,14 @@ class Demote(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
     @blp.alt_error(404, NO_SUCH_USER)
-    @blp.alt_error(409, "The user is the last active admin.")
+    @blp.alt_error(409, LAST_ADMIN_OR_ERASED)
     def post(self, user_id):
         """Take the admin role away from a user.
 
         Takes effect at once: the user's tokens keep working, but admin routes answer 403.
         Demoting a normal user changes nothing and answers the same.
         """
-        user = user_to_change(user_id, takes_admin_role=True)
-        was_admin = user.is_admin
-        user.is_admin = False
-        audit_change("user_demoted", "demoted", user, "is_admin", was_admin, "not an admin")
-        return user
+        return change_user(user_id, DEMOTE)
 
 
 @blp.route(f"/users/{USER_ID}/deactivate")
@@ -101,19 +107,14 @@ class Deactivate(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
     @blp.alt_error(404, NO_SUCH_USER)
-    @blp.alt_error(409, "The user is the last active admin.")
+    @blp.alt_error(409, LAST_ADMIN_OR_ERASED)
     def post(self, user_id):
         """Deactivate an account.
 
         The user can no longer log in, and every token they hold is refused at once and
         stays revoked if the account is activated again.
         """
-        user = user_to_change(user_id, takes_admin_role=True)
-        was_active = user.is_active
-        user.is_active = False
-        user.revoke_tokens()
-        audit_change("user_deactivated", "deactivated", user, "is_active", was_active, "inactive")
-        return user
+        return change_user(user_id, DEACTIVATE)
 
 
 @blp.route(f"/users/{USER_ID}/activate")
@@ -121,13 +122,10 @@ class Activate(MethodView):
     @admin_required
     @blp.response(200, UserSchema)
     @blp.alt_error(404, NO_SUCH_USER)
+    @blp.alt_error(409, ERASED)
     def post(self, user_id):
         """Activate an account again; the user logs in anew."""
-        user = user_to_change(user_id)
-        was_active = user.is_active
-        user.is_active = True
-        audit_change("user_activated", "activated", user, "is_active", was_active, "active")
-        return user
+        return change_user(user_id, ACTIVATE)
 
 
 @blp.route(f"/users/{USER_ID}")

@@ -54,6 +54,7 @@ ACTIONS = (
     "audit_purged",
     "profile_changed",
     "account_erased",
+    "users_listed",
 )
 # Written even though the request failed: the failure is what they record.
 FAILURE_ACTIONS = frozenset(

@@ -70,10 +70,11 @@ def admin_required(view):
 
 
 def locked_active_admin_ids() -> list[int]:
-    """Lock the active admins' rows until the request commits; return their ids.
+    """Lock the active admins' rows until the transaction ends; return their ids.
 
-    Role and account changes take this lock, so they run one at a time, each seeing the last
-    one's outcome. Any other row such a change locks, it locks after this one.
+    Role and account changes take this lock, over HTTP and from the CLI alike, so they run one
+    at a time, each seeing the last one's outcome. Any other row such a change locks, it locks
+    after this one.
     """
     return db.session.scalars(
         select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
