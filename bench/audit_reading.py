@@ -50,7 +50,7 @@ FIRST_PAGES = ("action", "user_id", "since + until")
 
 # Out of 1,000 rows. Every action has at least one, so that 10,000 rows hold each a few times.
 ACTION_WEIGHTS = {
-    "token_refreshed": 250,
+    "token_refreshed": 240,
     "login_success": 154,
     "note_created": 140,
     "note_updated": 110,
@@ -71,6 +71,9 @@ ACTION_WEIGHTS = {
     "admin_created": 3,
     "audit_exported": 4,
     "audit_purged": 2,
+    "profile_changed": 6,
+    "account_erased": 2,
+    "users_listed": 2,
 }
 assert set(ACTION_WEIGHTS) == set(ACTIONS) and sum(ACTION_WEIGHTS.values()) == 1000
 
@@ -97,12 +100,16 @@ REQUEST_OF = {
     "admin_created": (None, None, None, "user"),
     "audit_exported": ("GET", "/audit/logs/export", 200, None),
     "audit_purged": (None, None, None, None),
+    "profile_changed": ("PATCH", "/me", 200, "user"),
+    "account_erased": ("DELETE", "/me", 204, "user"),
+    "users_listed": (None, None, None, None),
 }
 CHANGES_OF = {
     "user_promoted": {"is_admin": {"old": False, "new": True}},
     "user_demoted": {"is_admin": {"old": True, "new": False}},
     "user_deactivated": {"is_active": {"old": True, "new": False}},
     "user_activated": {"is_active": {"old": False, "new": True}},
+    "profile_changed": {"email": "changed"},
     "audit_read": {"filters": {"action": ["login_failed"]}, "page": 1, "page_size": 20},
 }
 USER_AGENTS = [
