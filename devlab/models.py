@@ -9,6 +9,7 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    delete,
     false,
     func,
     select,
@@ -78,7 +79,23 @@ class User(db.Model):
     )
 
     def set_password(self, password: str) -> None:
-        self.hashed_password = passwords.hash_password(password)
+        self.replace_password_hash(passwords.hash_password(password))
+
+    def replace_password_hash(self, hashed: str) -> None:
+        """Store a new password's hash: the one place every password change passes.
+
+        Every reset link the account holds dies with the old password, so that a link sent
+        before a change (by whatever route or command) cannot undo it.
+        """
+        self.hashed_password = hashed
+        if self.id is not None:  # a new account has no links yet
+            db.session.execute(
+                delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id)
+            )
+
+    def set_unusable_password(self) -> None:
+        """No password logs in until one is chosen through a reset link."""
+        self.hashed_password = passwords.UNUSABLE_HASH
 
     def check_password(self, password: str) -> bool:
         """Whether `password` is this user's, upgrading the stored hash when it is.
@@ -108,8 +125,9 @@ class User(db.Model):
         return True
 
     def _upgrade_hash(self, password: str) -> None:
+        # The same password under a new hash: no change of password, so reset links live on.
         if passwords.needs_rehash(self.hashed_password):
-            self.set_password(password)
+            self.hashed_password = passwords.hash_password(password)
 
     def revoke_tokens(self, keep_family: str | None = None) -> int:
         """Revoke every token this user holds, except those of the family `keep_family`;
@@ -128,6 +146,13 @@ class User(db.Model):
         if not username.isascii():
             return None
         return db.session.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
+
+    @classmethod
+    def by_email(cls, email: str) -> "User | None":
+        """The user with that address in any case (addresses are ASCII, as by_username's names)."""
+        if not email.isascii():
+            return None
+        return db.session.scalar(select(cls).where(func.lower(cls.email) == email.lower()))
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"

@@ -52,10 +52,20 @@ ACTIONS = (
     "audit_read",
     "audit_exported",
     "audit_purged",
+    "password_reset_requested",
+    "password_reset",
+    "password_reset_failed",
+    "user_created",
 )
 # Written even though the request failed: the failure is what they record.
 FAILURE_ACTIONS = frozenset(
-    {"login_failed", "access_denied", "token_reuse_detected", "rate_limited"}
+    {
+        "login_failed",
+        "access_denied",
+        "token_reuse_detected",
+        "rate_limited",
+        "password_reset_failed",
+    }
 )
 
 
