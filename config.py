@@ -485,8 +485,10 @@ def parse_smtp_url(url: str) -> SMTPServer:
         or parts.query
         or parts.fragment
         # Credentials come as a pair: a user and a password, or neither.
-        or (parts.username is not None or parts.password is not None)
-        and not (parts.username and parts.password)
+        or (
+            (parts.username is not None or parts.password is not None)
+            and not (parts.username and parts.password)
+        )
     ):
         raise ConfigError(
             "SMTP_URL must be smtp://host[:port] or smtps://host[:port], with user:password@ "

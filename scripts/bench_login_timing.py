@@ -114,6 +114,9 @@ def in_process_app(database_url: str | None) -> Iterator[tuple[Post, SetHash, st
         {
             "DEVLAB_ENV": "production",
             "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+            # No mail is sent: production just wants to know where reset links would go.
+            "SMTP_URL": "smtp://127.0.0.1:25",
+            "PUBLIC_BASE_URL": "https://devlab.test",
             # Hundreds of failed logins from one address: the rate limits would stop them.
             "RATELIMIT_ENABLED": False,
             "SQLALCHEMY_DATABASE_URI": url,
