@@ -146,8 +146,7 @@ class Outbox:
         return message
 
     def wait_until_sent(self) -> None:
-        """Block until every mail posted so far has been sent or has failed (for `flask`
-        commands, which exit right after their work, and for tests)."""
+        """Block until every mail posted so far has been sent or has failed (tests)."""
         self.queue.join()
 
 

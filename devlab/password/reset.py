@@ -55,9 +55,9 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_reset_link(user: User | None, *, new_account: bool = False) -> bool:
-    """Give `user` a new reset link, ending its older ones, and mail it after the commit;
-    return whether a link was issued (only to an active account).
+def issue_reset_link(user: User | None, *, new_account: bool = False) -> None:
+    """Give `user` a new reset link, ending its older ones, and mail it after the commit; only
+    an active account gets one.
 
     With no account (or a deactivated one) the same two statements run and change no row:
     POST /password/forgot must take as long for an address nobody has as for an account's.
@@ -82,10 +82,8 @@ def issue_reset_link(user: User | None, *, new_account: bool = False) -> bool:
             ).where(User.id == user_id),
         )
     )
-    if user_id.value is None:
-        return False
-    send_after_commit(reset_mail(user, token, new_account=new_account))
-    return True
+    if user_id.value is not None:
+        send_after_commit(reset_mail(user, token, new_account=new_account))
 
 
 def reset_mail(user: User, token: str, *, new_account: bool) -> Mail:
