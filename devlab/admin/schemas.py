@@ -10,7 +10,9 @@ class UserCreateSchema(SignupSchema):
     class Meta:
         exclude = ("password",)
 
-    is_admin = fields.Boolean(load_default=False, metadata={"description": "Default false."})
+    is_admin = fields.Boolean(
+        load_default=False, metadata={"description": "Make it an admin account."}
+    )
 
 
 class UserListSchema(PageSchema):
