@@ -22,7 +22,7 @@ from devlab import create_app
 from devlab.audit.trail import pseudonym
 from devlab.extensions import db
 from devlab.mail import OUTBOX_KEY
-from devlab.models import PasswordResetToken, utcnow
+from devlab.models import PasswordResetToken, User, utcnow
 from devlab.password.reset import token_hash
 from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS, without_request_id
 from tests.locks import holding_lock, wait_for_lock_waiters
@@ -164,6 +164,35 @@ def test_a_password_change_ends_the_link(mailing, accounts):
 
     assert reset(client, token).status_code == 400
     assert login(client, "changed it myself").status_code == 200
+
+
+def test_a_password_set_outside_the_api_ends_the_link_too(mailing, accounts):
+    """A command (an operator's `flask set-password`) sets passwords through User.set_password,
+    as the routes do."""
+    app, client, mailbox = mailing()
+    alice = accounts.signup("alice")
+    forgot(client)
+    token = reset_token(mailbox.wait_for(1)[0].message)
+    with app.app_context():
+        db.session.get(User, alice["id"]).set_password("set by an operator")
+        db.session.commit()
+
+    assert reset(client, token).status_code == 400
+    assert login(client, "set by an operator").status_code == 200
+
+
+def test_a_login_that_rehashes_the_password_leaves_the_link_alone(mailing, accounts):
+    """Moving a password to the configured argon2 costs at login is no change of password."""
+    app, client, mailbox = mailing(ARGON2_TIME_COST=2)  # other costs than the signup's
+    alice = accounts.signup("alice")
+    forgot(client)
+    token = reset_token(mailbox.wait_for(1)[0].message)
+
+    assert login(client, PASSWORD).status_code == 200
+    with app.app_context():
+        assert ",t=2," in db.session.get(User, alice["id"]).hashed_password  # rehashed
+
+    assert reset(client, token).status_code == 204
 
 
 def test_a_reset_ends_every_login_of_the_account(mailing, accounts):
