@@ -128,7 +128,7 @@ class Outbox:
             return
         try:
             deliver(self.server, message, self.ca_file)
-        except (OSError, NoTLSForCredentials) as error:  # smtplib's errors are OSErrors
+        except Exception as error:  # whatever it was, the thread goes on to the next mail
             metrics.mail_failed()
             self.logger.error("Could not send %s: %s", mail.about, why_not_sent(error))
         else:
@@ -176,15 +176,18 @@ def deliver(server: SMTPServer, message: EmailMessage, ca_file: str | None) -> N
 
 
 def why_not_sent(error: Exception) -> str:
-    """What went wrong, in words that cannot hold the mail's text or its addresses: an SMTP
-    server's answer may quote them, so of an SMTP error only its class and code are told."""
+    """What went wrong, in words that cannot hold the mail's text, its addresses or SMTP_URL's
+    password: an SMTP server's answer may quote what it was sent, so of an SMTP error only its
+    class and code are told, and of an error nobody expected only its class."""
     if isinstance(error, smtplib.SMTPResponseException):
         return f"{type(error).__name__} (SMTP {error.smtp_code})"
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         return f"{type(error).__name__} (the recipient was refused)"
     if isinstance(error, smtplib.SMTPException):
         return type(error).__name__
-    return f"{type(error).__name__}: {error}"
+    if isinstance(error, (OSError, NoTLSForCredentials)):  # the connection, TLS, the certificate
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__
 
 
 def init_app(app: Flask) -> None:

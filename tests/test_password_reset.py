@@ -369,6 +369,30 @@ def test_credentials_are_never_sent_to_a_server_without_starttls(
     assert "offers no STARTTLS" in logged
 
 
+def test_a_refused_login_is_logged_by_its_code_without_the_password(
+    app_with, smtp_server, accounts, caplog
+):
+    server = smtp_server(tls="starttls", auth=True)
+    app = app_with(
+        SMTP_URL=server.url("mailer:not-the-mail-password"),
+        SMTP_CA_FILE=str(server.cert_file),
+        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+    )
+    alice = accounts.signup("alice")
+    before = failures_counted()
+
+    assert forgot(app.test_client()).status_code == 202
+    wait_until_sent(app)
+
+    assert server.mailbox.messages == []
+    assert failures_counted() == before + 1
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "devlab.mail"]
+    assert logged == (
+        f"Could not send the password reset link of user {alice['id']}: "
+        "SMTPAuthenticationError (SMTP 535)"
+    )
+
+
 def test_starttls_carries_the_login_and_the_mail(app_with, smtp_server, accounts):
     server = smtp_server(tls="starttls", auth=True)
     app = app_with(
