@@ -93,7 +93,9 @@ class Mailbox:
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         login, password = auth_data.login.decode(), auth_data.password.decode()
         self.logins.append((login, password))
-        return AuthResult(success=(login, password) == ("mailer", "mail-password"))
+        # handled=False: aiosmtpd answers a refusal itself (535), which it leaves to a handler
+        # that says it handled it.
+        return AuthResult(success=(login, password) == ("mailer", "mail-password"), handled=False)
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
         """The first `count` messages, once that many have arrived (fails after `timeout`)."""
