@@ -88,6 +88,11 @@ class User(db.Model):
         before a change (by whatever route or command) cannot undo it.
         """
         self.hashed_password = hashed
+        self.end_reset_links()
+
+    def end_reset_links(self) -> None:
+        """Delete every reset link of this account (a change of password, or of the address
+        the links were mailed to, ends them)."""
         if self.id is not None:  # a new account has no links yet
             db.session.execute(
                 delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id)
