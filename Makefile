@@ -1,6 +1,7 @@
 # `make run` serves the API, `make test` runs the suite; both set up .venv from nothing.
 # `make bench` measures throughput and cost per request against references (bench/run.py);
-# `make bench-login-timing` times failed logins for known and unknown users.
+# `make bench-login-timing` times failed logins for known and unknown users, and
+# `make bench-reset-timing` reset links asked for known and unknown addresses (make bench runs it).
 # `make fuzz` runs schemathesis against the real server (scripts/fuzz.py, which lists its settings).
 # `make e2e-browser` drives Swagger UI on /docs in headless Chromium (tests/browser/conftest.py).
 # `make e2e` runs the production topology on loopback: nginx, two gunicorns, PgBouncer (tests/e2e).
@@ -9,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test e2e e2e-browser lint bench bench-login-timing fuzz migrate clean
+.PHONY: run test e2e e2e-browser lint bench bench-login-timing bench-reset-timing fuzz migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -55,9 +56,14 @@ bench/.venv/.installed: bench/requirements.txt
 	bench/.venv/bin/pip install --quiet -r bench/requirements.txt
 	touch $@
 
-bench: $(VENV)/.runtime bench/.venv/.installed
+bench: $(VENV)/.runtime bench/.venv/.installed bench-reset-timing
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5432/devlab_test} \
 		$(BIN)/python bench/run.py
+
+# The SMTP server it mails to is aiosmtpd, a test tool (requirements-dev.txt).
+bench-reset-timing: $(VENV)/.dev
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5432/devlab_test} \
+		$(BIN)/python bench/reset_timing.py $(BENCH_ARGS)
 
 bench-login-timing: $(VENV)/.runtime
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres:postgres@127.0.0.1:5432/devlab_test} \

@@ -38,6 +38,14 @@ This is the only module that reads `os.environ`; the rest of the code reads `cur
 | RATELIMIT_PASSWORD_FAILURES | 5 per 15 minutes     | wrong current passwords per account       |
 | RATELIMIT_NOTES_WRITE    | 120 per minute          | note creations and changes per user       |
 | RATELIMIT_AUDIT_EXPORT   | 10 per hour             | exports of the audit trail per admin      |
+| RATELIMIT_PASSWORD_RESET | 5 per hour              | /password/forgot and /password/reset per  |
+|                          |                         | address, /password/forgot per email too   |
+| PASSWORD_RESET_ENABLED   | 1                       | 0: no reset links (the routes answer 403) |
+| PASSWORD_RESET_MINUTES   | 30                      | how long a reset link works               |
+| SMTP_URL                 | (none: dev logs mails)  | smtp[s]://[user:pass@]host[:port]         |
+| SMTP_CA_FILE             | (the system's)          | CA certificates that verify the SMTP TLS  |
+| MAIL_FROM                | DevLab <noreply@host>   | sender; host from PUBLIC_BASE_URL         |
+| PUBLIC_BASE_URL          | http://localhost:8005   | where the reset link leads                |
 | LOG_FORMAT               | text (json in Docker)   | json: one JSON object per log line        |
 | METRICS_TOKEN            | (none)                  | bearer token that may read GET /metrics   |
 | METRICS_ALLOW            | 127.0.0.0/8,::1         | addresses that may read /metrics, or none |
@@ -58,6 +66,13 @@ A worker hashes at most PASSWORD_HASHING_CONCURRENCY passwords at once, at a low
 further requests that hash wait for a slot, but hashing and waiting together never take more
 than GUNICORN_THREADS - 1 of a worker's threads (devlab/passwords.py).
 
+Password reset links go out by SMTP (devlab/mail.py): smtps:// is TLS from the start, smtp://
+with credentials requires STARTTLS (credentials never cross in clear), smtp:// without them
+uses STARTTLS when the server offers it. With no SMTP_URL, development logs each mail instead
+(token included); production refuses to start without SMTP_URL and PUBLIC_BASE_URL while
+PASSWORD_RESET_ENABLED is on, so no token ever reaches a log line there. SMTP_URL may come
+from SMTP_URL_FILE.
+
 PORT, HOST and WEB_CONCURRENCY are gunicorn's, read in gunicorn.conf.py.
 
 GET /metrics answers a request that presents METRICS_TOKEN as its bearer token, or one that
@@ -75,8 +90,11 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -114,11 +132,17 @@ RATE_LIMIT_SETTINGS = (
     "RATELIMIT_PASSWORD_FAILURES",
     "RATELIMIT_NOTES_WRITE",
     "RATELIMIT_AUDIT_EXPORT",
+    "RATELIMIT_PASSWORD_RESET",
 )
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss")
 LOG_FORMATS = ("text", "json")
 # Who may read GET /metrics by address alone, unless METRICS_ALLOW says otherwise: this host.
 DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1"
+DEFAULT_PUBLIC_BASE_URL = "http://localhost:8005"
+SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
+# A site's address: scheme, host, optional port and path; no query or fragment (the reset link
+# adds its own).
+PUBLIC_BASE_URL_PATTERN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?")
 METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 DEV_KEY_FILENAME = "jwt-secret"
 DEV_AUDIT_KEY_FILENAME = "audit-signing-key.pem"
@@ -355,6 +379,7 @@ def finalize_config(config: dict, instance_path: str) -> None:
         raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', not {config['LOG_FORMAT']!r}.")
     check_metrics_token(config["METRICS_TOKEN"])
     config["METRICS_ALLOW"] = parse_metrics_allow(config["METRICS_ALLOW"])
+    check_mail_settings(config)
 
 
 def check_argon2_costs(config: dict) -> None:
@@ -432,6 +457,87 @@ def parse_metrics_allow(raw: str) -> tuple:
     if not networks:
         raise ConfigError("METRICS_ALLOW lists no address: set it to `none` to allow none.")
     return tuple(networks)
+
+
+@dataclass(frozen=True)
+class SMTPServer:
+    """Where mail goes, from SMTP_URL: `smtps` is TLS from the start, `smtp` plain or STARTTLS."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(repr=False)
+
+
+def parse_smtp_url(url: str) -> SMTPServer:
+    """SMTP_URL's parts; the URL is never repeated in an error, since it may hold a password."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in SMTP_DEFAULT_PORTS
+        or not parts.hostname
+        or port == -1
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        # Credentials come as a pair: a user and a password, or neither.
+        or (
+            (parts.username is not None or parts.password is not None)
+            and not (parts.username and parts.password)
+        )
+    ):
+        raise ConfigError(
+            "SMTP_URL must be smtp://host[:port] or smtps://host[:port], with user:password@ "
+            "before the host when the server wants a login (for example "
+            "smtps://user:password@mail.example.com:465)."
+        )
+    return SMTPServer(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or SMTP_DEFAULT_PORTS[parts.scheme],
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+def check_mail_settings(config: dict) -> None:
+    """Parse SMTP_URL into config["SMTP"] (None: log mails), check the link's base and the
+    sender, and in production demand a mail server and a public address while resets are on."""
+    url, configured_base = config.get("SMTP_URL"), config.get("PUBLIC_BASE_URL")
+    config["SMTP"] = parse_smtp_url(url) if url else None
+    base = configured_base or DEFAULT_PUBLIC_BASE_URL
+    if not PUBLIC_BASE_URL_PATTERN.fullmatch(base):
+        raise ConfigError(
+            "PUBLIC_BASE_URL must be the http(s) address reset links lead to, such as "
+            f"https://app.example.com (no query or fragment), not {base!r}."
+        )
+    config["PUBLIC_BASE_URL"] = base.rstrip("/")
+    sender = config.get("MAIL_FROM") or f"DevLab <noreply@{urlsplit(base).hostname}>"
+    _name, address = parseaddr(sender)
+    if "@" not in address or any(character in sender for character in "\r\n"):
+        raise ConfigError(
+            f"MAIL_FROM must be an address such as DevLab <noreply@example.com>, not {sender!r}."
+        )
+    config["MAIL_FROM"] = sender
+    if config["DEVLAB_ENV"] == "production" and config["PASSWORD_RESET_ENABLED"]:
+        missing = [
+            name
+            for name, value in (
+                ("SMTP_URL", url),
+                ("PUBLIC_BASE_URL", configured_base),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} must be set when DEVLAB_ENV=production and "
+                "PASSWORD_RESET_ENABLED=1: reset links go out by mail, never to the log, and "
+                "must lead to the public address (or set PASSWORD_RESET_ENABLED=0)."
+            )
 
 
 def resolve_jwt_secret(config: dict, instance_path: str) -> str:
@@ -605,6 +711,17 @@ class Config:
     )
     RATELIMIT_NOTES_WRITE = os.environ.get("RATELIMIT_NOTES_WRITE") or "120 per minute"
     RATELIMIT_AUDIT_EXPORT = os.environ.get("RATELIMIT_AUDIT_EXPORT") or "10 per hour"
+    # Per address on /password/forgot and /password/reset, and per typed email on the first.
+    RATELIMIT_PASSWORD_RESET = os.environ.get("RATELIMIT_PASSWORD_RESET") or "5 per hour"
+
+    # Password reset by email (devlab/password/, devlab/mail.py); check_mail_settings checks
+    # these and parses SMTP_URL into SMTP.
+    PASSWORD_RESET_ENABLED = _bool_from_env("PASSWORD_RESET_ENABLED", True)
+    PASSWORD_RESET_MINUTES = _int_from_env("PASSWORD_RESET_MINUTES", 30, minimum=1)
+    SMTP_URL = secret_from_env("SMTP_URL") or None
+    SMTP_CA_FILE = os.environ.get("SMTP_CA_FILE") or None
+    MAIL_FROM = os.environ.get("MAIL_FROM") or None
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or None
 
     # `text` (Flask's and gunicorn's lines, with the request id) or `json` (one object per line
     # on stdout, devlab/logs.py); the Docker image sets json.

@@ -50,7 +50,7 @@ FIRST_PAGES = ("action", "user_id", "since + until")
 
 # Out of 1,000 rows. Every action has at least one, so that 10,000 rows hold each a few times.
 ACTION_WEIGHTS = {
-    "token_refreshed": 240,
+    "token_refreshed": 230,
     "login_success": 154,
     "note_created": 140,
     "note_updated": 110,
@@ -74,6 +74,10 @@ ACTION_WEIGHTS = {
     "profile_changed": 6,
     "account_erased": 2,
     "users_listed": 2,
+    "password_reset_requested": 4,
+    "password_reset": 3,
+    "password_reset_failed": 1,
+    "user_created": 2,
 }
 assert set(ACTION_WEIGHTS) == set(ACTIONS) and sum(ACTION_WEIGHTS.values()) == 1000
 
@@ -103,6 +107,10 @@ REQUEST_OF = {
     "profile_changed": ("PATCH", "/me", 200, "user"),
     "account_erased": ("DELETE", "/me", 204, "user"),
     "users_listed": (None, None, None, None),
+    "password_reset_requested": ("POST", "/password/forgot", 202, "user"),
+    "password_reset": ("POST", "/password/reset", 204, "user"),
+    "password_reset_failed": ("POST", "/password/reset", 400, None),
+    "user_created": ("POST", "/admin/users", 201, "user"),
 }
 CHANGES_OF = {
     "user_promoted": {"is_admin": {"old": False, "new": True}},

@@ -19,6 +19,7 @@ from devlab import (
     docs,
     headers,
     logs,
+    mail,
     metrics,
     passwords,
     ratelimit,
@@ -34,6 +35,7 @@ from devlab.errors import register_error_handlers
 from devlab.extensions import SchemaRules, api, db, jwt, migrate
 from devlab.health import routes as health_routes
 from devlab.notes import routes as notes_routes
+from devlab.password import routes as password_routes
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -138,7 +140,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     access.init_app(app)
     plugins = [request_id.DocumentedHeader(), SchemaRules()]
     api.init_app(app, spec_kwargs={"extra_plugins": plugins})
-    for feature in (auth_routes, notes_routes, admin_routes, audit_routes, health_routes):
+    features = (
+        auth_routes,
+        password_routes,
+        notes_routes,
+        admin_routes,
+        audit_routes,
+        health_routes,
+    )
+    for feature in features:
         api.register_blueprint(feature.blp)
     docs.init_app(app)
     register_error_handlers(app)
@@ -146,6 +156,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # reach the 503 that hook answers when its commit fails.
     headers.init_app(app)
     ratelimit.init_app(app)
+    # Before the audit hook, so that its hook runs after the commit: only committed mail goes.
+    mail.init_app(app)
     trail.init_app(app)
     logs.init_app(app)
     cli.init_app(app)

@@ -32,6 +32,7 @@ from devlab.auth.tokens import prune_expired_families
 from devlab.errors import conflict_message
 from devlab.extensions import db
 from devlab.models import User
+from devlab.password.reset import prune_expired_reset_links
 
 
 def user_named(username: str) -> User:
@@ -255,10 +256,13 @@ def grant_app_role(role: str) -> None:
 @click.command("prune-revocations")
 @with_appcontext
 def prune_revocations() -> None:
-    """Delete the token revocation entries whose tokens have all expired."""
+    """Delete the token revocation entries whose tokens have all expired, and expired reset
+    links."""
     pruned = prune_expired_families()
+    links = prune_expired_reset_links()
     db.session.commit()
     click.echo(f"Pruned {pruned} expired token {'family' if pruned == 1 else 'families'}.")
+    click.echo(f"Pruned {links} expired password reset {'link' if links == 1 else 'links'}.")
 
 
 def init_app(app: Flask) -> None:

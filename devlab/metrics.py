@@ -9,7 +9,8 @@ What is counted, in one place each:
   calls `audit_rows_committed` after its commit (devlab/audit/trail.py);
 - rate-limited requests by limit: devlab/ratelimit.py's 429;
 - database errors by kind: devlab/errors.py's database_error_response;
-- database connections in use: pool checkout and checkin.
+- database connections in use: pool checkout and checkin;
+- mails sent, and mails that could not be (the SMTP server down or refusing): devlab/mail.py.
 
 Under gunicorn every worker counts into files of its own in one folder (prometheus_client's
 multiprocess mode, set up by gunicorn.conf.py; see config.share_metrics_between_workers), and a
@@ -101,6 +102,15 @@ DATABASE_ERRORS = Counter(
     "ran out), unavailable (503), other (500).",
     ["kind"],
 )
+MAILS_SENT = Counter(
+    "devlab_mails_sent_total",
+    "Mails handed to the SMTP server (password reset links).",
+)
+MAIL_FAILURES = Counter(
+    "devlab_mail_failures_total",
+    "Mails that could not be sent: the SMTP server unreachable, refusing, or not offering the "
+    "TLS that SMTP_URL requires; or the outbox full.",
+)
 CONNECTIONS_IN_USE = Gauge(
     "devlab_database_connections_in_use",
     "Database connections checked out of the pools of the live workers.",
@@ -168,6 +178,14 @@ def rate_limited(limit: str) -> None:
 
 def database_error(kind: str) -> None:
     DATABASE_ERRORS.labels(kind).inc()
+
+
+def mail_sent() -> None:
+    MAILS_SENT.inc()
+
+
+def mail_failed() -> None:
+    MAIL_FAILURES.inc()
 
 
 def _checked_out(*_args) -> None:

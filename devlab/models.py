@@ -82,13 +82,28 @@ class User(db.Model):
     )
 
     def set_password(self, password: str) -> None:
-        """Hash and store `password`. Every password change passes here, so the reset links
-        already sent for the account die with the old password."""
-        self.hashed_password = passwords.hash_password(password)
-        if self.id is not None:  # a new account has no reset link yet
+        self.replace_password_hash(passwords.hash_password(password))
+
+    def replace_password_hash(self, hashed: str) -> None:
+        """Store a new password's hash: the one place every password change passes.
+
+        Every reset link the account holds dies with the old password, so that a link sent
+        before a change (by whatever route or command) cannot undo it.
+        """
+        self.hashed_password = hashed
+        self.end_reset_links()
+
+    def end_reset_links(self) -> None:
+        """Delete every reset link of this account (a change of password, or of the address
+        the links were mailed to, ends them)."""
+        if self.id is not None:  # a new account has no links yet
             db.session.execute(
                 delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id)
             )
+
+    def set_unusable_password(self) -> None:
+        """No password logs in until one is chosen through a reset link."""
+        self.hashed_password = passwords.UNUSABLE_HASH
 
     def may_log_in(self, password: str) -> bool:
         """Whether `password` is right and the account may log in, as the row is now.
@@ -133,7 +148,7 @@ class User(db.Model):
         name, and `invalid` is no domain it accepts), which frees the old ones at once.
         """
         db.session.execute(delete(Note).where(Note.owner_id == self.id))
-        db.session.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == self.id))
+        self.end_reset_links()
         self.revoke_tokens()
         self.username = f"deleted-{self.id}"
         self.email = f"deleted-{self.id}@invalid"
@@ -158,6 +173,13 @@ class User(db.Model):
         if not username.isascii():
             return None
         return db.session.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
+
+    @classmethod
+    def by_email(cls, email: str) -> "User | None":
+        """The user with that address in any case (addresses are ASCII, as by_username's names)."""
+        if not email.isascii():
+            return None
+        return db.session.scalar(select(cls).where(func.lower(cls.email) == email.lower()))
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"

@@ -59,6 +59,9 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX_BYTES = 72
 PBKDF2_SHA256_PREFIX = "$pbkdf2-sha256$"
 ARGON2ID_PREFIX = "$argon2id$"
+# Stored for an account whose owner has not chosen a password yet: no password matches it (a
+# check costs the decoy verification, as for any hash this module cannot read).
+UNUSABLE_HASH = "!unusable"
 BUDGET_KEY = "devlab.hashing_budget"
 # Added to the nice value of the threads that hash: other requests' CPU comes first.
 HASHING_NICENESS = 10

@@ -93,8 +93,11 @@ def parse_arguments() -> argparse.Namespace:
 
 
 @contextmanager
-def in_process_app(database_url: str | None) -> Iterator[tuple[Post, SetHash, str]]:
-    """The app as production builds it, in a schema of its own that is dropped afterwards."""
+def in_process_app(database_url: str | None, **settings) -> Iterator[tuple[Post, SetHash, str]]:
+    """The app as production builds it, in a schema of its own that is dropped afterwards;
+    `settings` add to or override its settings (bench/reset_timing.py names its mail server)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
     from flask_migrate import upgrade
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
@@ -114,6 +117,13 @@ def in_process_app(database_url: str | None) -> Iterator[tuple[Post, SetHash, st
         {
             "DEVLAB_ENV": "production",
             "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+            # Production wants one; these heads are never kept.
+            "AUDIT_SIGNING_KEY": Ed25519PrivateKey.generate()
+            .private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            .decode("ascii"),
+            # No mail is sent: production just wants to know where reset links would go.
+            "SMTP_URL": "smtp://127.0.0.1:25",
+            "PUBLIC_BASE_URL": "https://devlab.test",
             # Hundreds of failed logins from one address: the rate limits would stop them.
             "RATELIMIT_ENABLED": False,
             "SQLALCHEMY_DATABASE_URI": url,
@@ -121,6 +131,7 @@ def in_process_app(database_url: str | None) -> Iterator[tuple[Post, SetHash, st
                 "connect_args": {"connect_timeout": 5, "options": f"-csearch_path={schema}"}
             },
         }
+        | settings
     )
     with app.app_context():
         db.session.execute(text(f"CREATE SCHEMA {schema}"))

@@ -174,6 +174,9 @@ def free_port() -> int:
 DEVLAB_SETTING_PREFIXES = (
     *("DEVLAB_", "JWT_", "DATABASE_", "ARGON2_", "TRUSTED_", "RATELIMIT_"),
     *("LOG_FORMAT", "METRICS_", "PROMETHEUS_MULTIPROC_DIR"),
+    # Never a developer's mail server: the fuzzer asks for reset links by the thousand, which
+    # the server only logs without SMTP_URL.
+    *("SMTP_", "MAIL_FROM", "PUBLIC_BASE_URL", "PASSWORD_RESET_"),
 )
 
 
@@ -186,6 +189,8 @@ def server_env(database_url: str, port: int) -> dict:
     }
     return env | {
         "FLASK_APP": "wsgi",
+        # Nor the developer's .env, which gunicorn.conf.py and `flask` would read.
+        "FLASK_SKIP_DOTENV": "1",
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": secrets.token_urlsafe(48),
         "HOST": "127.0.0.1",

@@ -200,3 +200,21 @@ def delete_user_behind_the_apps_back(app, user_id: int) -> None:
         db.session.execute(text("SET LOCAL session_replication_role = replica"))
         db.session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user_id})
         db.session.commit()
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    """Start real SMTP servers on loopback (tests/mailbox.py); stop them after the test."""
+    from tests.mailbox import SMTPServer
+
+    started = []
+
+    def start(**options):
+        folder = tmp_path / f"smtp{len(started)}"
+        folder.mkdir()
+        started.append(SMTPServer(folder, **options).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

@@ -363,6 +363,8 @@ def production(time_cost: int, memory_kib: int, parallelism: int = 1) -> dict:
     return TEST_SETTINGS | {
         "DEVLAB_ENV": "production",
         "JWT_SECRET_KEY": STRONG_SECRET,
+        "SMTP_URL": "smtps://mail.example.com",
+        "PUBLIC_BASE_URL": "https://devlab.example",
         "ARGON2_TIME_COST": time_cost,
         "ARGON2_MEMORY_KIB": memory_kib,
         "ARGON2_PARALLELISM": parallelism,

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from devlab.cli import APP_ROLE_PRIVILEGES
 from devlab.extensions import db
 from tests.conftest import PASSWORD, TEST_DATABASE_URL
+from tests.mailbox import reset_token
 from tests.servers import BIN, PROJECT, clean_env
 
 
@@ -68,9 +69,13 @@ def test_the_app_role_can_change_neither_the_schema_nor_the_trail(app_role, stat
         connection.close()
 
 
-def test_the_app_serves_everything_as_its_role(app_role, app_with):
+def test_the_app_serves_everything_as_its_role(app_role, app_with, smtp_server):
     url = make_url(TEST_DATABASE_URL).set(username=app_role, password="app-role-password")
-    app = app_with(SQLALCHEMY_DATABASE_URI=url.render_as_string(hide_password=False))
+    mail_server = smtp_server()
+    app = app_with(
+        SQLALCHEMY_DATABASE_URI=url.render_as_string(hide_password=False),
+        SMTP_URL=mail_server.url(),
+    )
     client = app.test_client()
     account = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
 
@@ -85,6 +90,10 @@ def test_the_app_serves_everything_as_its_role(app_role, app_with):
     refresh = {"Authorization": f"Bearer {tokens['refresh_token']}"}
     assert client.post("/token/refresh", headers=refresh).status_code == 200
     assert client.post("/logout/all", headers=headers).status_code == 204
+    assert client.post("/password/forgot", json={"email": account["email"]}).status_code == 202
+    (mail,) = mail_server.mailbox.wait_for(1)
+    reset = {"token": reset_token(mail.message), "new_password": "chosen through the link"}
+    assert client.post("/password/reset", json=reset).status_code == 204
     with app.app_context():
         runner = app.test_cli_runner()
         assert runner.invoke(args=["prune-revocations"]).exit_code == 0

@@ -1,3 +1,4 @@
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
@@ -14,8 +15,8 @@ from devlab.admin.accounts import (
     make_change,
     users_matching,
 )
-from devlab.admin.schemas import UserListSchema, UserQuerySchema
-from devlab.audit.trail import audit
+from devlab.admin.schemas import UserCreateSchema, UserListSchema, UserQuerySchema
+from devlab.audit.trail import audit, changed
 from devlab.auth.access import admin_required, lock_active_admins
 from devlab.auth.accounts import ERASED, NOTHING_TO_CHANGE, change_profile
 from devlab.auth.schemas import ProfileChangeSchema, UserSchema
@@ -24,6 +25,8 @@ from devlab.errors import NOT_FOUND
 from devlab.extensions import db
 from devlab.models import User
 from devlab.pagination import page_of
+from devlab.password.reset import issue_reset_link, reset_links_enabled
+from devlab.password.schemas import AcceptedSchema
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")
 
@@ -70,6 +73,63 @@ class Users(MethodView):
         """
         filters = query.get("q"), query.get("is_admin"), query.get("is_active")
         return page_of(users_matching(*filters), "users", query)
+
+    @admin_required
+    @blp.arguments(UserCreateSchema)
+    @blp.response(201, UserSchema)
+    @blp.alt_error(409, "The username or email is already registered.")
+    def post(self, account):
+        """Create an account, and mail its owner a link to choose its password.
+
+        No admin ever knows the password. The link works for PASSWORD_RESET_MINUTES; send
+        another with POST /admin/users/{user_id}/password-reset. With PASSWORD_RESET_ENABLED=0
+        no link is sent, and the account has no usable password until an operator sets one.
+        """
+        user = User(username=account["username"], email=account["email"])
+        user.is_admin = account["is_admin"]
+        user.set_unusable_password()
+        db.session.add(user)
+        db.session.flush()  # a duplicate raises here, answered with 409 by errors.py
+        audit(
+            "user_created",
+            f"created user {user.id}",
+            target=("user", user.id),
+            # Names and addresses stay out of the trail, which outlives an erasure.
+            changes={"username": "set", "email": "set", **changed("is_admin", None, user.is_admin)},
+        )
+        if current_app.config["PASSWORD_RESET_ENABLED"]:
+            issue_reset_link(user, new_account=True)
+            audit(
+                "password_reset_requested",
+                f"reset link sent to new user {user.id}",
+                target=("user", user.id),
+            )
+        return user
+
+
+@blp.route(f"/users/{USER_ID}/password-reset")
+class UserPasswordReset(MethodView):
+    @admin_required
+    @reset_links_enabled
+    @blp.response(202, AcceptedSchema)
+    @blp.alt_error(404, NO_SUCH_USER)
+    @blp.alt_error(409, "The account is deactivated.")
+    def post(self, user_id):
+        """Mail a user a link to reset their password.
+
+        Their password and tokens keep working until the link is used. Any earlier link of
+        theirs stops working.
+        """
+        user = user_or_404(user_id)
+        if not user.is_active:
+            abort(409, message="This account is deactivated: activate it first.")
+        issue_reset_link(user)
+        audit(
+            "password_reset_requested",
+            f"reset link sent to user {user.id}",
+            target=("user", user.id),
+        )
+        return {"message": "A reset link is on its way to the account's email address."}
 
 
 @blp.route(f"/promote/{USER_ID}")

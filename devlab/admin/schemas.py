@@ -1,6 +1,6 @@
 from marshmallow import fields, validate
 
-from devlab.auth.schemas import UserSchema
+from devlab.auth.schemas import SignupSchema, UserSchema
 from devlab.fields import QueryBoolean, SafeString
 from devlab.models import EMAIL_MAX
 from devlab.pagination import PageQuerySchema, PageSchema
@@ -19,6 +19,17 @@ class UserQuerySchema(PageQuerySchema):
     is_admin = QueryBoolean(metadata={"description": "Only admins (`true`) or only the others."})
     is_active = QueryBoolean(
         metadata={"description": "Only active accounts (`true`) or only deactivated ones."}
+    )
+
+
+class UserCreateSchema(SignupSchema):
+    """An account an admin makes: signup's rules, but no password (its owner chooses one)."""
+
+    class Meta:
+        exclude = ("password",)
+
+    is_admin = fields.Boolean(
+        load_default=False, metadata={"description": "Make it an admin account."}
     )
 
 

@@ -55,10 +55,20 @@ ACTIONS = (
     "profile_changed",
     "account_erased",
     "users_listed",
+    "password_reset_requested",
+    "password_reset",
+    "password_reset_failed",
+    "user_created",
 )
 # Written even though the request failed: the failure is what they record.
 FAILURE_ACTIONS = frozenset(
-    {"login_failed", "access_denied", "token_reuse_detected", "rate_limited"}
+    {
+        "login_failed",
+        "access_denied",
+        "token_reuse_detected",
+        "rate_limited",
+        "password_reset_failed",
+    }
 )
 
 

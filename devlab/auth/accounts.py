@@ -52,7 +52,8 @@ def change_profile(user: User, fields: dict) -> User:
     """Give `user` the email and username in `fields` (loaded by ProfileChangeSchema).
 
     A value equal to the current one changes nothing; the row audits which fields changed
-    (`{"email": "changed"}`), never their values. Another account's name or address, in any
+    (`{"email": "changed"}`), never their values. A new email ends the reset links mailed to
+    the old one. Another account's name or address, in any
     case, is refused by the database's unique indexes: 409 (errors.py says which).
     The row must be locked already, so that a concurrent erasure is seen.
     """
@@ -65,6 +66,8 @@ def change_profile(user: User, fields: dict) -> User:
         if getattr(user, field) != value:
             setattr(user, field, value)
             changes[field] = "changed"
+    if "email" in changes:
+        user.end_reset_links()  # a link mailed to the old address no longer works
     db.session.flush()  # a clash raises here
     audit("profile_changed", f"user {user.id}", target=("user", user.id), changes=changes)
     return user

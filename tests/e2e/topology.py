@@ -324,6 +324,10 @@ def _instance_settings(pooled: URL, redis_url: str) -> dict:
         ARGON2_PARALLELISM="1",
         TRUSTED_PROXY_HOPS="1",
         FORCE_HTTPS="1",
+        # No test here asks for a reset link (tests/test_password_reset.py mails them through a
+        # real SMTP server), but production starts only with somewhere to send them.
+        SMTP_URL="smtp://127.0.0.1:25",
+        PUBLIC_BASE_URL="https://devlab.test",
         RATELIMIT_ENABLED="1",
         RATELIMIT_STORAGE_URI=redis_url,
         WEB_CONCURRENCY="2",
