@@ -714,8 +714,8 @@ class Config:
     # Per address on /password/forgot and /password/reset, and per typed email on the first.
     RATELIMIT_PASSWORD_RESET = os.environ.get("RATELIMIT_PASSWORD_RESET") or "5 per hour"
 
-    # Password reset by email (devlab/password/, devlab/mail.py); check_mail_settings checks
-    # these and parses SMTP_URL into SMTP.
+    # Password reset by email (devlab/auth/reset_links.py, devlab/mail.py); check_mail_settings
+    # checks these and parses SMTP_URL into SMTP.
     PASSWORD_RESET_ENABLED = _bool_from_env("PASSWORD_RESET_ENABLED", True)
     PASSWORD_RESET_MINUTES = _int_from_env("PASSWORD_RESET_MINUTES", 30, minimum=1)
     SMTP_URL = secret_from_env("SMTP_URL") or None

@@ -35,7 +35,6 @@ from devlab.errors import register_error_handlers
 from devlab.extensions import SchemaRules, api, db, jwt, migrate
 from devlab.health import routes as health_routes
 from devlab.notes import routes as notes_routes
-from devlab.password import routes as password_routes
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -140,15 +139,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     access.init_app(app)
     plugins = [request_id.DocumentedHeader(), SchemaRules()]
     api.init_app(app, spec_kwargs={"extra_plugins": plugins})
-    features = (
-        auth_routes,
-        password_routes,
-        notes_routes,
-        admin_routes,
-        audit_routes,
-        health_routes,
-    )
-    for feature in features:
+    for feature in (auth_routes, notes_routes, admin_routes, audit_routes, health_routes):
         api.register_blueprint(feature.blp)
     docs.init_app(app)
     register_error_handlers(app)

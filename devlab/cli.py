@@ -27,12 +27,12 @@ from devlab.admin.accounts import (
 from devlab.audit.commands import audit_cli
 from devlab.audit.trail import record_cli
 from devlab.auth.access import locked_active_admin_ids
+from devlab.auth.reset_links import prune_expired_reset_links
 from devlab.auth.schemas import SignupSchema
 from devlab.auth.tokens import prune_expired_families
 from devlab.errors import conflict_message
 from devlab.extensions import db
 from devlab.models import User
-from devlab.password.reset import prune_expired_reset_links
 
 
 def user_named(username: str) -> User:

@@ -20,10 +20,10 @@ from bench.statements import counting_statements
 from config import Config, ConfigError
 from devlab import create_app
 from devlab.audit.trail import pseudonym
+from devlab.auth.reset_links import token_hash
 from devlab.extensions import db
 from devlab.mail import OUTBOX_KEY
 from devlab.models import PasswordResetToken, User, utcnow
-from devlab.password.reset import token_hash
 from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS, without_request_id
 from tests.locks import holding_lock, wait_for_lock_waiters
 from tests.mailbox import reset_token

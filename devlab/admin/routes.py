@@ -19,14 +19,13 @@ from devlab.admin.schemas import UserCreateSchema, UserListSchema, UserQuerySche
 from devlab.audit.trail import audit, changed
 from devlab.auth.access import admin_required, lock_active_admins
 from devlab.auth.accounts import ERASED, NOTHING_TO_CHANGE, change_profile
-from devlab.auth.schemas import ProfileChangeSchema, UserSchema
+from devlab.auth.reset_links import issue_reset_link, reset_links_enabled
+from devlab.auth.schemas import AcceptedSchema, ProfileChangeSchema, UserSchema
 from devlab.blueprint import Blueprint, row_id
 from devlab.errors import NOT_FOUND
 from devlab.extensions import db
 from devlab.models import User
 from devlab.pagination import page_of
-from devlab.password.reset import issue_reset_link, reset_links_enabled
-from devlab.password.schemas import AcceptedSchema
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")
 

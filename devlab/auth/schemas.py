@@ -1,5 +1,6 @@
 from marshmallow import Schema, ValidationError, fields, validate
 
+from devlab.auth.reset_links import TOKEN_MAX
 from devlab.dumping import FlatSchema
 from devlab.extensions import ErrorSchema
 from devlab.fields import Pattern, SafeEmail, SafeString
@@ -152,3 +153,25 @@ class LoginFailedSchema(ErrorSchema):
 
     error = fields.String(required=True, metadata={"example": "invalid_grant"})
     error_description = fields.String(required=True, metadata={"description": "The message."})
+
+
+class ForgottenPasswordSchema(Schema):
+    email = SafeEmail(
+        required=True,
+        validate=validate.Length(max=EMAIL_MAX),
+        metadata={"description": "The account's email address, in any case."},
+    )
+
+
+class PasswordResetSchema(Schema):
+    token = SafeString(
+        required=True,
+        load_only=True,
+        validate=validate.Length(min=1, max=TOKEN_MAX),
+        metadata={"description": "The token of the reset link (after `#token=`)."},
+    )
+    new_password = password_field()
+
+
+class AcceptedSchema(Schema):
+    message = fields.String(required=True)

@@ -1,5 +1,6 @@
 """Reset links: issuing one (a forgotten password, a new account, an admin's request) and
-redeeming one. Shared by the password routes and the admin routes; imports no routes.
+redeeming one. Shared by the auth routes (/password/forgot, /password/reset) and the admin routes;
+imports no routes.
 
 A link holds a token of 32 random bytes (URL-safe base64); only its SHA-256 is stored
 (models.PasswordResetToken), so the table alone opens no account. A link works once, for
