@@ -523,7 +523,15 @@ def check_mail_settings(config: dict) -> None:
             f"MAIL_FROM must be an address such as DevLab <noreply@example.com>, not {sender!r}."
         )
     config["MAIL_FROM"] = sender
+    ca_file = config.get("SMTP_CA_FILE")
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"SMTP_CA_FILE names no readable file: {ca_file!r}.")
     if config["DEVLAB_ENV"] == "production" and config["PASSWORD_RESET_ENABLED"]:
+        if configured_base and urlsplit(configured_base).scheme != "https":
+            raise ConfigError(
+                "PUBLIC_BASE_URL must begin with https:// when DEVLAB_ENV=production: a reset "
+                "link opens an account to whoever reads it on the way."
+            )
         missing = [
             name
             for name, value in (

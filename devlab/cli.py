@@ -18,7 +18,6 @@ from devlab.admin.accounts import (
     DEMOTE,
     PROMOTE,
     AccountChange,
-    AccountErased,
     LastActiveAdmin,
     hold_for_change,
     make_change,
@@ -32,7 +31,7 @@ from devlab.auth.schemas import SignupSchema
 from devlab.auth.tokens import prune_expired_families
 from devlab.errors import conflict_message
 from devlab.extensions import db
-from devlab.models import User
+from devlab.models import AccountErased, User
 
 
 def user_named(username: str) -> User:
@@ -163,7 +162,13 @@ def set_password(username: str, password_stdin: bool) -> None:
         password = SignupSchema(only=["password"]).load({"password": password})["password"]
     except ValidationError as error:
         raise refused_input(error) from None
-    user.set_password(password)
+    db.session.refresh(user, with_for_update=True)  # an erasure committed meanwhile is seen
+    try:
+        user.set_password(password)
+    except AccountErased:
+        raise click.ClickException(
+            f"{user.username}'s account was erased; it takes no password."
+        ) from None
     ended = user.revoke_tokens()
     record_cli(
         "password_changed",

@@ -29,6 +29,12 @@ NOTE_TEXT_MAX = 10_000
 # An erased account's password hash: in no hash format, so no password verifies against it
 # (passwords.verify_password spends a decoy verification's time on it and answers no).
 ERASED_PASSWORD_HASH = "!erased"  # noqa: S105 (a marker, not a secret)
+ERASED_USERNAME_PREFIX = "deleted-"
+
+
+class AccountErased(Exception):
+    """The account was erased (DELETE /me): it takes no password, role or state again. Were it
+    given a password, promoted or activated, a row emptied of its person would live again."""
 
 
 def utcnow() -> datetime:
@@ -90,6 +96,8 @@ class User(db.Model):
         Every reset link the account holds dies with the old password, so that a link sent
         before a change (by whatever route or command) cannot undo it.
         """
+        if self.is_erased:
+            raise AccountErased(f"user {self.id} was erased")
         self.hashed_password = hashed
         self.end_reset_links()
 
@@ -150,8 +158,8 @@ class User(db.Model):
         db.session.execute(delete(Note).where(Note.owner_id == self.id))
         self.end_reset_links()
         self.revoke_tokens()
-        self.username = f"deleted-{self.id}"
-        self.email = f"deleted-{self.id}@invalid"
+        self.username = f"{ERASED_USERNAME_PREFIX}{self.id}"
+        self.email = f"{ERASED_USERNAME_PREFIX}{self.id}@invalid"
         self.hashed_password = ERASED_PASSWORD_HASH
         self.is_active = False
         self.is_admin = False
@@ -173,13 +181,6 @@ class User(db.Model):
         if not username.isascii():
             return None
         return db.session.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
-
-    @classmethod
-    def by_email(cls, email: str) -> "User | None":
-        """The user with that address in any case (addresses are ASCII, as by_username's names)."""
-        if not email.isascii():
-            return None
-        return db.session.scalar(select(cls).where(func.lower(cls.email) == email.lower()))
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"

@@ -754,3 +754,137 @@ def test_a_slow_mail_server_does_not_hold_the_answer_up(app_with, accounts, smtp
     assert response.status_code == 202
     assert took < 1
     assert server.mailbox.wait_for(1)
+
+
+# --- links against concurrent changes, deactivation, production mail -----------------------
+
+
+def test_a_link_asked_for_an_address_just_replaced_is_not_sent(mailing, accounts):
+    """The account is locked before its link is made: an address change that committed
+    meanwhile is seen, and the old address gets nothing (here the change came first)."""
+    app, client, mailbox = mailing()
+    accounts.signup("alice")
+    headers = {"Authorization": f"Bearer {accounts.token('alice')}"}
+    changed = client.patch(
+        "/me", json={"email": "alice@new.example", "current_password": PASSWORD}, headers=headers
+    )
+    assert changed.status_code == 200
+
+    assert forgot(client, "alice@example.com").status_code == 202
+    wait_until_sent(app)
+
+    assert mailbox.messages == []
+    with app.app_context():
+        assert db.session.scalar(select(PasswordResetToken)) is None
+
+
+def test_an_address_change_waited_for_ends_the_link_a_request_was_making(mailing, accounts):
+    """A reset request that waits behind an address change finds the row no longer matching."""
+    app, _client, mailbox = mailing()
+    alice = accounts.signup("alice")
+    with ThreadPoolExecutor(1) as pool:
+        with holding_lock(
+            app, "SELECT 1 FROM users WHERE id = :id FOR UPDATE", id=alice["id"]
+        ) as held:
+            asked = pool.submit(forgot, app.test_client(), "alice@example.com")
+            assert wait_for_lock_waiters(app, 1) == 1
+            held.execute(
+                text("UPDATE users SET email = 'alice@new.example' WHERE id = :id"),
+                {"id": alice["id"]},
+            )
+        assert asked.result().status_code == 202
+    wait_until_sent(app)
+
+    assert mailbox.messages == []
+
+
+def test_two_requests_at_once_leave_one_link(mailing, accounts):
+    app, _client, mailbox = mailing()
+    alice = accounts.signup("alice")
+    with ThreadPoolExecutor(2) as pool:
+        with holding_lock(app, "SELECT 1 FROM users WHERE id = :id FOR UPDATE", id=alice["id"]):
+            asked = [pool.submit(forgot, app.test_client()) for _ in range(2)]
+            assert wait_for_lock_waiters(app, 2) == 2
+        assert [answer.result().status_code for answer in asked] == [202, 202]
+    wait_until_sent(app)
+
+    with app.app_context():
+        links = db.session.scalars(select(PasswordResetToken)).all()
+    assert len(links) == 1
+    sent = [reset_token(received.message) for received in mailbox.wait_for(2)]
+    usable = [token for token in sent if token_hash(token) == links[0].token_hash]
+    assert len(usable) == 1
+
+
+def test_a_link_does_not_outlive_a_deactivation_once_the_account_is_active_again(mailing, accounts):
+    _app, client, mailbox = mailing()
+    alice = accounts.signup("alice")
+    root = accounts.admin_headers("root")
+    forgot(client)
+    token = reset_token(mailbox.wait_for(1)[0].message)
+
+    client.post(f"/admin/users/{alice['id']}/deactivate", headers=root)
+    client.post(f"/admin/users/{alice['id']}/activate", headers=root)
+
+    assert reset(client, token).status_code == 400
+    assert login(client, PASSWORD).status_code == 200
+
+
+def test_production_mails_other_hosts_only_through_tls(smtp_server):
+    """In production a server off loopback that offers no STARTTLS gets no mail: anyone on the
+    path could strip its offer. (The test server is on loopback, so `deliver` is asked as
+    production asks it for any other host.)"""
+    from email.message import EmailMessage
+
+    from config import parse_smtp_url
+    from devlab.mail import NoTLSForCredentials, deliver, is_loopback
+
+    server = smtp_server()
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "hi"
+    message.set_content("a link")
+
+    with pytest.raises(NoTLSForCredentials, match="only encrypted"):
+        deliver(parse_smtp_url(server.url()), message, None, tls_required=True)
+    assert server.mailbox.messages == []
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("mail.example.com") and not is_loopback("10.0.0.5")
+
+
+def test_a_mail_that_cannot_be_composed_is_logged_and_counted_and_the_next_one_goes(
+    mailing, caplog
+):
+    from devlab.mail import Mail
+
+    app, _client, mailbox = mailing()
+    outbox = app.extensions[OUTBOX_KEY]
+    before = failures_counted()
+
+    outbox.post(Mail(to="x@example.com\r\nBcc: y@example.com", subject="s", body="b", about="a"))
+    outbox.post(Mail(to="z@example.com", subject="s", body="b", about="the next mail"))
+    outbox.wait_until_sent()
+
+    assert failures_counted() == before + 1
+    assert [received.message["To"] for received in mailbox.wait_for(1)] == ["z@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        (
+            {"SMTP_URL": "smtps://mail.example.com", "PUBLIC_BASE_URL": "http://devlab.example"},
+            "PUBLIC_BASE_URL must begin with https://",
+        ),
+        (
+            {
+                "SMTP_URL": "smtps://mail.example.com",
+                "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+                "SMTP_CA_FILE": "/nonexistent/ca.pem",
+            },
+            "SMTP_CA_FILE names no readable file",
+        ),
+    ],
+)
+def test_production_refuses_a_plain_link_base_and_a_missing_ca_file(settings, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        create_app(PRODUCTION | settings)

@@ -560,3 +560,43 @@ def test_the_trail_listing_shows_each_actors_username_as_it_is_now(client, accou
     assert (bob["id"], f"deleted-{bob['id']}") in names
     assert not {name for _, name in names} & {"alice", "bob"}
     assert all(log["username"] is None for log in logs if log["user_id"] is None)
+
+
+def test_the_command_line_gives_an_erased_account_no_password(app, client, accounts):
+    """A password would take the erasure's mark off the row, and then any change again."""
+    alice = accounts.signup("alice")
+    erase(client, bearer(accounts.token("alice")))
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(
+        args=["set-password", f"deleted-{alice['id']}", "--password-stdin"],
+        input="a brand new passphrase\n",
+    )
+
+    assert result.exit_code == 1
+    assert "account was erased" in result.output
+    erased = user_row(app, alice["id"])
+    assert erased.is_erased and not erased.is_active
+    login = client.post(
+        "/login", json={"username": f"deleted-{alice['id']}", "password": "a brand new passphrase"}
+    )
+    assert login.status_code == 401
+
+
+def test_an_admin_account_nobody_has_logged_in_to_yet_leaves_the_last_admin_in_charge(
+    client, accounts
+):
+    """POST /admin/users makes an admin with no password until its owner follows the mailed
+    link, which may never arrive: until then the last real admin may not go."""
+    root = accounts.admin_headers("root")
+    made = client.post(
+        "/admin/users",
+        json={"username": "ghost", "email": "ghost@example.com", "is_admin": True},
+        headers=root,
+    )
+    assert made.status_code == 201
+    root_id = client.get("/me", headers=root).get_json()["id"]
+
+    assert erase(client, root).status_code == 409
+    assert client.post(f"/admin/demote/{root_id}", headers=root).status_code == 409
+    assert client.post(f"/admin/users/{root_id}/deactivate", headers=root).status_code == 409

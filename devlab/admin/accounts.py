@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, or_, select
 
 from devlab.audit.trail import changed
+from devlab.auth.access import is_the_last_active_admin
 from devlab.auth.accounts import ERASED
 from devlab.extensions import db
-from devlab.models import User
+from devlab.models import AccountErased, User
 
 LAST_ACTIVE_ADMIN = "This is the last active admin; make another admin first."
 LIKE_ESCAPE = "\\"
@@ -23,11 +24,6 @@ LIKE_ESCAPE = "\\"
 
 class LastActiveAdmin(Exception):
     """The change would leave no active admin."""
-
-
-class AccountErased(Exception):
-    """The account was erased (DELETE /me): it has no role or state left to change. Were it
-    promoted and activated again, it would count as an active admin that nobody can be."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ def hold_for_change(user: User, active_admin_ids: list[int], *, takes_admin_role
     A change that `takes_admin_role` from the last active admin raises LastActiveAdmin; any
     change to an erased account raises AccountErased.
     """
-    if takes_admin_role and active_admin_ids == [user.id]:
+    if takes_admin_role and is_the_last_active_admin(user, active_admin_ids):
         raise LastActiveAdmin(LAST_ACTIVE_ADMIN)
     db.session.refresh(user)  # a change committed while the caller waited for the lock
     if user.is_erased:
@@ -79,6 +75,7 @@ def make_change(change: AccountChange, user: User, record: Callable) -> bool:
     setattr(user, change.field, change.value)
     if change.revokes_tokens:
         user.revoke_tokens()
+        user.end_reset_links()  # a link mailed before must not work once it is active again
     already = old == change.value
     record(
         change.action,

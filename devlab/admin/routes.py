@@ -9,7 +9,6 @@ from devlab.admin.accounts import (
     DEMOTE,
     PROMOTE,
     AccountChange,
-    AccountErased,
     LastActiveAdmin,
     hold_for_change,
     make_change,
@@ -24,7 +23,7 @@ from devlab.auth.schemas import AcceptedSchema, ProfileChangeSchema, UserSchema
 from devlab.blueprint import Blueprint, row_id
 from devlab.errors import NOT_FOUND
 from devlab.extensions import db
-from devlab.models import User
+from devlab.models import AccountErased, User
 from devlab.pagination import page_of
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="User management (admins).")

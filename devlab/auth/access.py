@@ -17,6 +17,7 @@ from flask_smorest import Blueprint, abort
 from jwt import MissingRequiredClaimError
 from sqlalchemy import select
 
+from devlab import passwords
 from devlab.audit.trail import audit
 from devlab.auth.tokens import family_of
 from devlab.errors import error_response
@@ -72,12 +73,22 @@ def admin_required(view):
 def locked_active_admin_ids() -> list[int]:
     """Lock the active admins' rows until the transaction ends; return their ids.
 
+    An admin counts once it can act: an admin account made by POST /admin/users has no
+    password until its owner chooses one through the mailed link, and until then it keeps no
+    one in charge (the mail may never arrive).
+
     Role and account changes take this lock, over HTTP and from the CLI alike, so they run one
     at a time, each seeing the last one's outcome. Any other row such a change locks, it locks
     after this one.
     """
     return db.session.scalars(
-        select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
+        select(User.id)
+        .where(
+            User.is_admin.is_(True),
+            User.is_active.is_(True),
+            User.hashed_password != passwords.UNUSABLE_HASH,
+        )
+        .with_for_update()
     ).all()
 
 
@@ -92,6 +103,12 @@ def lock_active_admins() -> list[int]:
         audit("access_denied", "admin role lost while the request waited")
         abort(403, message=ADMIN_REQUIRED)
     return active_admin_ids
+
+
+def is_the_last_active_admin(user: User, active_admin_ids: list[int]) -> bool:
+    """The rule every change that takes the admin role or an account away obeys: it must
+    leave an active admin (`active_admin_ids`, from locked_active_admin_ids)."""
+    return active_admin_ids == [user.id]
 
 
 def accept_any_case_bearer_scheme() -> None:

@@ -10,7 +10,7 @@ from flask_smorest import abort
 
 from devlab import passwords
 from devlab.audit.trail import audit
-from devlab.auth.access import locked_active_admin_ids
+from devlab.auth.access import is_the_last_active_admin, locked_active_admin_ids
 from devlab.auth.limits import PASSWORD_FAILURES
 from devlab.extensions import db
 from devlab.models import User
@@ -84,7 +84,7 @@ def erase_own_account(password: str) -> None:
     )
     user = current_user
     # The lock is this request's already; asking again only reads the ids.
-    if user.is_admin and locked_active_admin_ids() == [user.id]:
+    if user.is_admin and is_the_last_active_admin(user, locked_active_admin_ids()):
         abort(409, message=LAST_ADMIN)
     user.erase()
     audit("account_erased", f"user {user.id}", target=("user", user.id))

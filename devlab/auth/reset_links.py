@@ -15,7 +15,7 @@ from functools import wraps
 
 from flask import current_app
 from flask_smorest import Blueprint, abort
-from sqlalchemy import Integer, bindparam, delete, insert, literal, select
+from sqlalchemy import Integer, String, bindparam, delete, func, insert, literal, select
 
 from devlab.extensions import db
 from devlab.mail import Mail, send_after_commit
@@ -56,20 +56,32 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_reset_link(user: User | None, *, new_account: bool = False) -> None:
-    """Give `user` a new reset link, ending its older ones, and mail it after the commit; only
-    an active account gets one.
+def issue_reset_link(account: User | str, *, new_account: bool = False) -> User | None:
+    """Give an account a new reset link, ending its older ones, and mail it after the commit;
+    only an active account gets one. `account` is a user, or the address typed into
+    POST /password/forgot (any case). Return the account, as it is now, or None.
 
-    With no account (or a deactivated one) the same two statements run and change no row:
-    POST /password/forgot must take as long for an address nobody has as for an account's.
+    The account's row is locked first, as every password or address change locks it before
+    it ends the links: a change that commits meanwhile is seen (a link is never mailed to an
+    address just replaced: the row no longer matches it), two requests at once leave one
+    link, and both kinds of request take their locks in one order. With no account (or one
+    that gets no link) the same three statements run and change no row: POST /password/forgot
+    must take as long for an address nobody has as for an account's.
     """
+    if isinstance(account, User):
+        which = User.id == bindparam("user_id", account.id, Integer)
+    else:  # addresses are ASCII (as usernames, see User.by_username): other text, a bound
+        # NULL, matches no row
+        email = account.lower() if account.isascii() else None
+        which = func.lower(User.email) == bindparam("email", email, String)
+    user = db.session.scalar(
+        select(User).where(which).with_for_update().execution_options(populate_existing=True)
+    )
+    gets_link = user is not None and user.is_active
+    user_id = bindparam("user_id", user.id if gets_link else None, type_=Integer)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = utcnow()
     expires_at = now + timedelta(minutes=current_app.config["PASSWORD_RESET_MINUTES"])
-    # A bound NULL matches no row, in the same statement as an id (`== None` would be IS NULL).
-    user_id = bindparam(
-        "user_id", user.id if user is not None and user.is_active else None, type_=Integer
-    )
     columns = PasswordResetToken.__table__.c
     db.session.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id))
     db.session.execute(
@@ -83,8 +95,9 @@ def issue_reset_link(user: User | None, *, new_account: bool = False) -> None:
             ).where(User.id == user_id),
         )
     )
-    if user_id.value is not None:
+    if gets_link:
         send_after_commit(reset_mail(user, token, new_account=new_account))
+    return user
 
 
 def reset_mail(user: User, token: str, *, new_account: bool) -> Mail:
@@ -124,22 +137,29 @@ def reset_mail(user: User, token: str, *, new_account: bool) -> Mail:
 def redeem_reset_link(token: str) -> User:
     """Use up the link of `token` and return its account, locked; or raise UnusableLink.
 
-    The token's row is deleted and read in one statement (DELETE ... RETURNING): of two
-    requests with the same token at once, the second waits for the first and then finds
-    nothing, so exactly one succeeds.
+    The account's row is locked before the link's (the order of every password or address
+    change, which ends the links after locking the account), and the link is then deleted
+    and read in one statement (DELETE ... RETURNING): of two requests with the same token at
+    once, the second waits for the first and then finds nothing, so exactly one succeeds.
     """
+    hashed = token_hash(token)
+    owner_id = db.session.scalar(
+        select(PasswordResetToken.user_id).where(PasswordResetToken.token_hash == hashed)
+    )
+    if owner_id is None:
+        raise UnusableLink("unknown, used or superseded reset link")
+    user = db.session.get(User, owner_id, with_for_update=True, populate_existing=True)
     used = db.session.execute(
         delete(PasswordResetToken)
-        .where(PasswordResetToken.token_hash == token_hash(token))
-        .returning(PasswordResetToken.user_id, PasswordResetToken.expires_at)
+        .where(PasswordResetToken.token_hash == hashed)
+        .returning(PasswordResetToken.expires_at)
     ).one_or_none()
-    if used is None:
-        raise UnusableLink("unknown, used or superseded reset link")
+    if used is None:  # used, or ended by a change, while this request waited for the lock
+        raise UnusableLink("used or superseded reset link", owner_id)
     if used.expires_at <= utcnow():
-        raise UnusableLink(f"expired reset link of user {used.user_id}", used.user_id)
-    user = db.session.get(User, used.user_id, with_for_update=True)
+        raise UnusableLink(f"expired reset link of user {owner_id}", owner_id)
     if not user.is_active:
-        raise UnusableLink(f"reset link of deactivated user {user.id}", user.id)
+        raise UnusableLink(f"reset link of deactivated user {owner_id}", owner_id)
     return user
 
 

@@ -280,7 +280,6 @@ LINK_ON_ITS_WAY = (
 UNUSABLE_LINK = (
     "This reset link is not valid: it is wrong, used, replaced by a newer one, or expired."
 )
-HASHING_UNAVAILABLE = f"{DATABASE_UNAVAILABLE} Or, with Retry-After: {HASHING_BUSY}"
 
 
 def requested_detail(email: str, user: User | None) -> str:
@@ -308,8 +307,7 @@ class ForgottenPassword(MethodView):
         """
         email = asked["email"].lower()
         FORGOT_PER_EMAIL.reserve(pseudonym(email), counted=f"address {pseudonym(email)}")
-        user = User.by_email(email)
-        issue_reset_link(user)
+        user = issue_reset_link(email)
         audit(
             "password_reset_requested",
             requested_detail(email, user),
@@ -325,7 +323,7 @@ class PasswordReset(MethodView):
     @blp.arguments(PasswordResetSchema)
     @blp.response(204)
     @blp.alt_error(400, f"{UNUSABLE_LINK} Or: {UNREADABLE_BODY}")
-    @blp.alt_error(503, HASHING_UNAVAILABLE)
+    @blp.alt_error(503, UNAVAILABLE)
     def post(self, reset):
         """Choose a new password with the token of a reset link.
 

@@ -4,7 +4,7 @@ from devlab.auth.reset_links import TOKEN_MAX
 from devlab.dumping import FlatSchema
 from devlab.extensions import ErrorSchema
 from devlab.fields import Pattern, SafeEmail, SafeString
-from devlab.models import EMAIL_MAX, USERNAME_MAX
+from devlab.models import EMAIL_MAX, ERASED_USERNAME_PREFIX, USERNAME_MAX
 from devlab.passwords import is_common
 
 USERNAME_MIN = 3
@@ -47,7 +47,6 @@ def password_field() -> SafeString:
 
 # Erased accounts are renamed `deleted-<id>` (User.erase): nobody else may take such a name,
 # or an erasure would clash with it.
-ERASED_USERNAME_PREFIX = "deleted-"
 
 
 def not_an_erased_accounts_name(username: str) -> None:
