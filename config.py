@@ -504,6 +504,16 @@ def parse_smtp_url(url: str) -> SMTPServer:
     )
 
 
+def is_local(host: str | None) -> bool:
+    """Whether `host` is this machine: localhost or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def check_mail_settings(config: dict) -> None:
     """Parse SMTP_URL into config["SMTP"] (None: log mails), check the link's base and the
     sender, and in production demand a mail server and a public address while resets are on."""
@@ -527,10 +537,11 @@ def check_mail_settings(config: dict) -> None:
     if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"SMTP_CA_FILE names no readable file: {ca_file!r}.")
     if config["DEVLAB_ENV"] == "production" and config["PASSWORD_RESET_ENABLED"]:
-        if configured_base and urlsplit(configured_base).scheme != "https":
+        link_base = urlsplit(configured_base or "")
+        if configured_base and link_base.scheme != "https" and not is_local(link_base.hostname):
             raise ConfigError(
-                "PUBLIC_BASE_URL must begin with https:// when DEVLAB_ENV=production: a reset "
-                "link opens an account to whoever reads it on the way."
+                "PUBLIC_BASE_URL must begin with https:// when DEVLAB_ENV=production (http only "
+                "for localhost): a reset link opens an account to whoever reads it on the way."
             )
         missing = [
             name

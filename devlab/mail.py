@@ -15,9 +15,8 @@ smtplib and email:
 - `smtp://user:password@host:587`: STARTTLS, which is required whenever credentials are given;
   a server that does not offer it gets no credentials and no mail;
 - `smtp://host:1025` without credentials (a local catcher such as Mailpit): STARTTLS if the
-  server offers it, else plain; in production only on loopback. Elsewhere, anyone on the path
-  could strip the server's STARTTLS offer and read the link, so production requires STARTTLS
-  of any other host (`tls_required`).
+  server offers it, else plain. Anyone on the path to such a server could strip its offer and
+  read the links: off a private network, give credentials (STARTTLS then required) or smtps.
 
 Certificates are verified against the system's CAs, or SMTP_CA_FILE's. A mail that cannot be
 sent is logged (what it was and why; never its text, which holds a token) and counted in
@@ -28,7 +27,6 @@ the log instead, with a line saying so.
 Mails still queued when a worker stops are lost, like the request of a worker that is killed.
 """
 
-import ipaddress
 import os
 import queue
 import smtplib
@@ -89,11 +87,6 @@ class Outbox:
         config = app.config
         self.server: SMTPServer | None = config["SMTP"]
         self.ca_file: str | None = config["SMTP_CA_FILE"]
-        self.tls_required = (
-            self.server is not None
-            and config["DEVLAB_ENV"] == "production"
-            and not is_loopback(self.server.host)
-        )
         self.sender: str = config["MAIL_FROM"]
         self.logger = app.logger.getChild("mail")
         self.queue: queue.Queue[Mail] = queue.Queue(maxsize=OUTBOX_SIZE)
@@ -136,7 +129,7 @@ class Outbox:
         try:
             # Composing fails too, on an address that holds a line break (a row older than
             # today's rules): like a failed send, it is logged and counted, and the thread goes on.
-            deliver(self.server, self.compose(mail), self.ca_file, self.tls_required)
+            deliver(self.server, self.compose(mail), self.ca_file)
         except Exception as error:  # whatever it was, the thread goes on to the next mail
             metrics.mail_failed()
             self.logger.error("Could not send %s: %s", mail.about, why_not_sent(error))
@@ -159,18 +152,8 @@ class Outbox:
         self.queue.join()
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def deliver(
-    server: SMTPServer, message: EmailMessage, ca_file: str | None, tls_required: bool = False
-) -> None:
-    """Hand `message` to `server`, with the TLS its URL asks for (see the module's docstring);
-    `tls_required` demands STARTTLS even without credentials."""
+def deliver(server: SMTPServer, message: EmailMessage, ca_file: str | None) -> None:
+    """Hand `message` to `server`, with the TLS its URL asks for (see the module's docstring)."""
     context = ssl.create_default_context(cafile=ca_file)
     if server.scheme == "smtps":
         connection = smtplib.SMTP_SSL(
@@ -189,11 +172,7 @@ def deliver(
                     "the server offers no STARTTLS, and SMTP_URL's credentials are never sent "
                     "in clear (use smtps://, or a server that offers STARTTLS)"
                 )
-            elif tls_required:
-                raise NoTLSForCredentials(
-                    "the server offers no STARTTLS, and in production mail leaves loopback only "
-                    "encrypted (use smtps://, or a server that offers STARTTLS)"
-                )
+
         if server.username is not None:
             connection.login(server.username, server.password or "")
         connection.send_message(message)

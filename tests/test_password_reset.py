@@ -830,27 +830,6 @@ def test_a_link_does_not_outlive_a_deactivation_once_the_account_is_active_again
     assert login(client, PASSWORD).status_code == 200
 
 
-def test_production_mails_other_hosts_only_through_tls(smtp_server):
-    """In production a server off loopback that offers no STARTTLS gets no mail: anyone on the
-    path could strip its offer. (The test server is on loopback, so `deliver` is asked as
-    production asks it for any other host.)"""
-    from email.message import EmailMessage
-
-    from config import parse_smtp_url
-    from devlab.mail import NoTLSForCredentials, deliver, is_loopback
-
-    server = smtp_server()
-    message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "hi"
-    message.set_content("a link")
-
-    with pytest.raises(NoTLSForCredentials, match="only encrypted"):
-        deliver(parse_smtp_url(server.url()), message, None, tls_required=True)
-    assert server.mailbox.messages == []
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("mail.example.com") and not is_loopback("10.0.0.5")
-
-
 def test_a_mail_that_cannot_be_composed_is_logged_and_counted_and_the_next_one_goes(
     mailing, caplog
 ):
@@ -888,3 +867,11 @@ def test_a_mail_that_cannot_be_composed_is_logged_and_counted_and_the_next_one_g
 def test_production_refuses_a_plain_link_base_and_a_missing_ca_file(settings, complaint):
     with pytest.raises(ConfigError, match=complaint):
         create_app(PRODUCTION | settings)
+
+
+@pytest.mark.parametrize("base", ["http://localhost:8005", "http://127.0.0.2:8005"])
+def test_production_takes_a_plain_link_base_on_this_machine(base):
+    """docker compose's default: the API on localhost:8005, no TLS in front."""
+    settings = {"SMTP_URL": "smtps://mail.example.com", "PUBLIC_BASE_URL": base}
+
+    assert create_app(PRODUCTION | settings).config["PUBLIC_BASE_URL"] == base
