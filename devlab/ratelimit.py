@@ -40,6 +40,7 @@ so an app with limits off never counts, whichever app was bound last. Budgets ke
 on their app.
 """
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -417,3 +418,10 @@ def init_app(app: Flask) -> None:
         limiter.logger.addFilter(_StorageUnreachableWording())
     if app.config["RATELIMIT_ENABLED"]:
         limiter.init_app(app)
+        # Flask-Limiter also checks every request before its view, for default and application
+        # limits. DevLab sets neither: each limited route's decorator checks its own limits,
+        # and counts a request even when its body is then refused. That check had nothing to
+        # do and cost about 75 µs of each request (GET /notes in-process, limits on in memory:
+        # the median difference of 40 paired batches of 100, 81 and 73 µs in two runs).
+        with contextlib.suppress(ValueError):
+            app.before_request_funcs[None].remove(limiter._check_request_limit)

@@ -19,6 +19,7 @@ import redis
 from config import Config, ConfigError
 from devlab import create_app, passwords
 from devlab.audit.trail import pseudonym
+from devlab.ratelimit import limiter
 from tests.conftest import PASSWORD, TEST_REDIS_URL, TEST_SETTINGS
 from tests.servers import free_port, gunicorn_serving
 
@@ -79,6 +80,19 @@ def signup(client, username: str):
 def unique_address() -> str:
     """An address of the benchmarking range (198.18.0.0/15) that no other test run uses."""
     return str(ipaddress.ip_address("198.18.0.0") + uuid.uuid4().int % 2**17)
+
+
+def test_every_limit_sits_on_its_route_so_unlimited_routes_skip_the_limiter(limited):
+    """Flask-Limiter's check before every request looks only for default and application
+    limits; DevLab has none, and each limited route's decorator checks its own (the tests
+    below), so that check is left out (devlab/ratelimit.py says what it cost)."""
+    app = limited()
+
+    with app.app_context():
+        assert limiter.limit_manager.default_limits == []
+        assert limiter.limit_manager.application_limits == []
+    assert limiter._check_request_limit not in app.before_request_funcs[None]
+    assert app.test_client().get("/health").status_code == 200
 
 
 # --- what a limited client gets -----------------------------------------------------------
