@@ -4,7 +4,7 @@ import re
 
 import jsonschema_rs
 
-from devlab.auth.schemas import USERNAME_PATTERN
+from devlab.auth.schemas import DOCUMENTED_USERNAME_PATTERN
 from tests.conftest import PASSWORD
 
 
@@ -106,7 +106,8 @@ def test_openapi_document_states_the_input_rules_the_api_enforces(client):
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
 
     assert schemas["Signup"]["properties"]["email"]["format"] == "email"
-    assert schemas["Signup"]["properties"]["username"]["pattern"] == USERNAME_PATTERN
+    # Its characters, without the prefix that erased accounts' names take (DELETE /me).
+    assert schemas["Signup"]["properties"]["username"]["pattern"] == DOCUMENTED_USERNAME_PATTERN
     assert schemas["Note"]["properties"]["text"]["pattern"] == "^[^\\u0000]*$"
     assert schemas["Login"]["properties"]["grant_type"]["enum"] == ["password"]
 

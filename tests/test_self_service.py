@@ -600,3 +600,25 @@ def test_an_admin_account_nobody_has_logged_in_to_yet_leaves_the_last_admin_in_c
     assert erase(client, root).status_code == 409
     assert client.post(f"/admin/demote/{root_id}", headers=root).status_code == 409
     assert client.post(f"/admin/users/{root_id}/deactivate", headers=root).status_code == 409
+
+
+def test_the_documented_username_pattern_refuses_exactly_the_reserved_prefix():
+    """The OpenAPI document's pattern says what the validators do (a client, and the fuzzer,
+    can tell a reserved name from a valid one), without lookahead, in any case."""
+    import random
+    import re
+
+    from devlab.auth.schemas import DOCUMENTED_USERNAME_PATTERN, USERNAME_CHARACTERS
+
+    documented = re.compile(DOCUMENTED_USERNAME_PATTERN)
+    assert "(?!" not in DOCUMENTED_USERNAME_PATTERN
+    rng = random.Random(7)  # noqa: S311 (test data)
+    alphabet = [*sorted(USERNAME_CHARACTERS), "!", " ", "é"]
+    names = ["deleted-1", "DELETED-x", "dEleTed-", "deleted", "deleted_1", "deletex", "de-l", "x"]
+    for _ in range(20_000):
+        prefix = rng.choice(["", "deleted-", "DeLeTeD-"])[: rng.randint(0, 8)]
+        names.append(prefix + "".join(rng.choices(alphabet, k=rng.randint(1, 10))))
+
+    for name in names:
+        valid = set(name) <= USERNAME_CHARACTERS and not name.lower().startswith("deleted-")
+        assert bool(documented.fullmatch(name)) == valid, name

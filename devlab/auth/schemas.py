@@ -1,3 +1,6 @@
+import re
+import string
+
 from marshmallow import Schema, ValidationError, fields, validate
 
 from devlab.auth.reset_links import TOKEN_MAX
@@ -54,6 +57,48 @@ def not_an_erased_accounts_name(username: str) -> None:
         raise ValidationError(f"Names that begin with '{ERASED_USERNAME_PREFIX}' are reserved.")
 
 
+def character_class(characters: set[str]) -> str:
+    """A regular expression's class of exactly `characters`, runs of letters or digits written
+    as ranges, any other character escaped on its own."""
+    runs: list[list[int]] = []
+    for code in sorted(map(ord, characters)):
+        if runs and code == runs[-1][1] + 1 and chr(code).isalnum():
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return (
+        "["
+        + "".join(
+            re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+            for a, b in runs
+        )
+        + "]"
+    )
+
+
+def pattern_not_beginning_with(prefix: str, allowed: set[str]) -> str:
+    """The JSON Schema `pattern` of strings of `allowed` characters that do not begin with
+    `prefix`, in any case. Written without lookahead, which not every JSON Schema tool
+    reads: a string either differs from the prefix at one of its characters (after matching
+    the ones before), or ends before the prefix does."""
+    anything = character_class(allowed)
+    alternatives = []
+    for position, character in enumerate(prefix):
+        matched = "".join(character_class({c.lower(), c.upper()}) for c in prefix[:position])
+        other = character_class(allowed - {character.lower(), character.upper()})
+        ending = "|$" if position else ""
+        alternatives.append(f"{matched}(?:{other}{anything}*{ending})")
+    return f"^(?:{'|'.join(alternatives)})$"
+
+
+USERNAME_CHARACTERS = set(string.ascii_letters + string.digits + "_.-")
+# What the OpenAPI document says of a username: its characters, and the reserved prefix (the
+# validators above say the same, each with a message of its own).
+DOCUMENTED_USERNAME_PATTERN = pattern_not_beginning_with(
+    ERASED_USERNAME_PREFIX, USERNAME_CHARACTERS
+)
+
+
 def username_field(**kwargs) -> SafeString:
     """A username: 3 to 32 of A-Z a-z 0-9 _ . -, unique in any case (the database checks that)."""
     return SafeString(
@@ -64,7 +109,8 @@ def username_field(**kwargs) -> SafeString:
         ],
         metadata={
             "description": "3 to 32 of A-Z a-z 0-9 _ . - (unique, any case); not beginning "
-            f"with '{ERASED_USERNAME_PREFIX}'."
+            f"with '{ERASED_USERNAME_PREFIX}'.",
+            "pattern": DOCUMENTED_USERNAME_PATTERN,
         },
         **kwargs,
     )
