@@ -172,3 +172,33 @@ def test_two_admins_acting_at_once_leave_one_admin(app, accounts, action, target
     assert statuses == [200, loser_status]
     remaining = [name for name, (admin, active) in roles(app).items() if admin and active]
     assert len(remaining) == 1
+
+
+# What a write of an admin's holds on the admin's row meanwhile: a foreign key check (a note, a
+# reset link, a token family) or the audit trail's trigger, on the actor (migration 0004).
+KEY_SHARE_ON_ROOT = "SELECT id FROM users WHERE username = 'root' FOR KEY SHARE"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/admin/promote/{bob}", 200),
+        ("/admin/users/{bob}/deactivate", 200),
+        ("/admin/users/{bob}/activate", 200),
+        ("/admin/users/{bob}/password-reset", 202),
+    ],
+)
+def test_a_role_change_does_not_wait_for_an_admins_writes_in_flight(
+    app, client, accounts, path, status
+):
+    """The admins' lock (auth/access.py) is FOR NO KEY UPDATE. As FOR UPDATE it waited for
+    the key share locks of an admin's writes in flight, while such a write (an admin's reset
+    link for another admin) could wait for an admin's row it held: the two ran into each
+    other, and the change answered 503 after the lock timeout."""
+    root = accounts.admin_headers("root")
+    bob = accounts.signup("bob")
+
+    with holding_lock(app, KEY_SHARE_ON_ROOT):
+        response = client.post(path.format(bob=bob["id"]), headers=root)
+
+    assert response.status_code == status, response.get_json()

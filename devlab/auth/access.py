@@ -88,7 +88,11 @@ def locked_active_admin_ids() -> list[int]:
             User.is_active.is_(True),
             User.hashed_password != passwords.UNUSABLE_HASH,
         )
-        .with_for_update()
+        # FOR NO KEY UPDATE: it serializes the changes that take it, and leaves alone the key
+        # share locks that a foreign key check or the audit trail's trigger takes on an actor's
+        # row. FOR UPDATE waited for those, while their requests could wait for a row this lock
+        # held: an admin's reset link for another admin and a deactivation ran into each other.
+        .with_for_update(key_share=True)
     ).all()
 
 

@@ -75,7 +75,10 @@ def issue_reset_link(account: User | str, *, new_account: bool = False) -> User 
         email = account.lower() if account.isascii() else None
         which = func.lower(User.email) == bindparam("email", email, String)
     user = db.session.scalar(
-        select(User).where(which).with_for_update().execution_options(populate_existing=True)
+        select(User)
+        .where(which)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: see locked_active_admin_ids
+        .execution_options(populate_existing=True)
     )
     gets_link = user is not None and user.is_active
     user_id = bindparam("user_id", user.id if gets_link else None, type_=Integer)
