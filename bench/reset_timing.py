@@ -14,26 +14,22 @@ with status 1 when they differ by more than 20 %.
 """
 
 import argparse
-import os
-import platform
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 # Run as a file, Python looks for imports in bench/; config, devlab and scripts are one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.bench_login_timing import (
-    MAX_DIFFERENCE,
     WARM_UP_ROUNDS,
     expect,
     in_process_app,
+    report,
 )
 
 MAX_ROUNDS = 1000
@@ -58,7 +54,15 @@ def main() -> int:
     sent = REGISTRY.get_sample_value("devlab_mails_sent_total") or 0
     failed = REGISTRY.get_sample_value("devlab_mail_failures_total") or 0
     print(f"Reset links mailed: {sent:.0f}, failed: {failed:.0f}")
-    return report(known, unknown, options.rounds)
+    return report(
+        known,
+        unknown,
+        options.rounds,
+        heading="POST /password/forgot",
+        labels=("address of an account", "address of nobody"),
+        ratio_label="nobody / account",
+        decimals=2,
+    )
 
 
 @contextmanager
@@ -119,26 +123,6 @@ def run(post, rounds: int) -> tuple[list[float], list[float]]:
                 times[kind].append(elapsed * 1000)
             time.sleep(PAUSE_SECONDS)
     return times["known"], times["unknown"]
-
-
-def report(known: list[float], unknown: list[float], rounds: int) -> int:
-    known_median, unknown_median = statistics.median(known), statistics.median(unknown)
-    ratio = unknown_median / known_median
-    within = max(ratio, 1 / ratio) <= 1 + MAX_DIFFERENCE
-    print(
-        f"{rounds} timed rounds after {WARM_UP_ROUNDS} untimed; {os.cpu_count()} CPUs, "
-        f"{platform.platform()}, Python {platform.python_version()}, "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    )
-    print(f"{'POST /password/forgot':28}{'median':>10}{'min':>10}{'max':>10}")
-    for label, times in (("address of an account", known), ("address of nobody", unknown)):
-        print(
-            f"{label:28}{statistics.median(times):>7.2f} ms"
-            f"{min(times):>7.2f} ms{max(times):>7.2f} ms"
-        )
-    verdict = "within" if within else "NOT within"
-    print(f"{'nobody / account':28}{ratio:>10.3f}  ({verdict} {MAX_DIFFERENCE:.0%} of each other)")
-    return 0 if within else 1
 
 
 if __name__ == "__main__":

@@ -223,7 +223,18 @@ def expect(status: int, wanted: int, doing: str) -> None:
         sys.exit(f"Expected {wanted} when {doing}, got {status}; nothing was measured.")
 
 
-def report(known: list[float], unknown: list[float], rounds: int) -> int:
+def report(
+    known: list[float],
+    unknown: list[float],
+    rounds: int,
+    *,
+    heading: str = "",
+    labels: tuple[str, str] = ("known user, wrong password", "unknown user"),
+    ratio_label: str = "unknown / known",
+    decimals: int = 1,
+) -> int:
+    """Print both kinds' median, min and max and their ratio; 1 if they differ by more than
+    MAX_DIFFERENCE, else 0. bench/reset_timing.py reports the same way, with its own labels."""
     known_median, unknown_median = statistics.median(known), statistics.median(unknown)
     ratio = unknown_median / known_median
     within = max(ratio, 1 / ratio) <= 1 + MAX_DIFFERENCE
@@ -232,14 +243,14 @@ def report(known: list[float], unknown: list[float], rounds: int) -> int:
         f"{platform.platform()}, Python {platform.python_version()}, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
-    print(f"{'':28}{'median':>10}{'min':>10}{'max':>10}")
-    for label, times in (("known user, wrong password", known), ("unknown user", unknown)):
+    print(f"{heading:28}{'median':>10}{'min':>10}{'max':>10}")
+    for label, times in zip(labels, (known, unknown), strict=True):
         print(
-            f"{label:28}{statistics.median(times):>7.1f} ms"
-            f"{min(times):>7.1f} ms{max(times):>7.1f} ms"
+            f"{label:28}{statistics.median(times):>7.{decimals}f} ms"
+            f"{min(times):>7.{decimals}f} ms{max(times):>7.{decimals}f} ms"
         )
     verdict = "within" if within else "NOT within"
-    print(f"{'unknown / known':28}{ratio:>10.3f}  ({verdict} {MAX_DIFFERENCE:.0%} of each other)")
+    print(f"{ratio_label:28}{ratio:>10.3f}  ({verdict} {MAX_DIFFERENCE:.0%} of each other)")
     return 0 if within else 1
 
 
