@@ -1,7 +1,8 @@
 """Count every SQL statement an engine's connections execute, at the driver.
 
 SQLAlchemy's own statements and anything beside them (a pool's ping, a SET) are counted; BEGIN
-and COMMIT are not (psycopg2 sends BEGIN itself, and COMMIT is a call of its own). Used by
+and COMMIT are not: devlab/db_transactions.py sends BEGIN with a transaction's first statement,
+and COMMIT with its last or as a statement of its own. Used by
 tests/test_statement_counts.py, which holds the budgets, and by `make bench`, which reports them.
 """
 
@@ -10,16 +11,21 @@ from contextlib import contextmanager
 import psycopg2.extensions
 from sqlalchemy import event
 
+# What devlab/db_transactions.py sends as a statement of its own when no statement carries it.
+TRANSACTION_CONTROL = {"COMMIT", "ROLLBACK"}
+
 
 @contextmanager
-def counting_statements(engine):
-    """Yield a list that collects the statements `engine` executes until the block ends."""
+def counting_statements(engine, *, with_transaction_control: bool = False):
+    """Yield a list that collects the statements `engine` executes until the block ends: each
+    message sent, with `with_transaction_control`, COMMIT and ROLLBACK sent alone included."""
     statements = []
     counting = True
+    left_out = set() if with_transaction_control else TRANSACTION_CONTROL
 
     class CountingCursor(psycopg2.extensions.cursor):
         def execute(self, query, vars=None):
-            if counting:
+            if counting and query not in left_out:
                 statements.append(query)
             return super().execute(query, vars)
 

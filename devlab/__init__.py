@@ -16,6 +16,7 @@ from config import Config, finalize_config
 from devlab import (
     cli,
     db_timeout,
+    db_transactions,
     docs,
     headers,
     logs,
@@ -133,6 +134,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_app(app)
     db_timeout.init_app(app)
+    db_transactions.init_app(app)
     metrics.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     jwt.init_app(app)

@@ -81,6 +81,7 @@ import math
 import select
 import threading
 import time
+import weakref
 
 import click
 import psycopg2
@@ -101,14 +102,17 @@ PROBE_SECONDS = 0.5
 CHECK_EVERY_SECONDS = 0.05
 # While the server is silent, one wait in this many seconds probes it; errors.py's Retry-After.
 RETRY_SECONDS = 1
-# The SET LOCALs that the next statement on a connection carries, if it begins a request's
-# transaction.
-TIMEOUTS_DUE = "devlab.timeouts_due"
+# The SET LOCALs of a request's transaction.
+TIMEOUTS = "devlab.transaction_timeouts"
 IDLE_SINCE = "devlab.idle_since"
 # A connection that sat in the pool longer than this is pinged before a request uses it: the
 # server may have restarted or dropped it meanwhile. One busy enough to come back sooner is
 # not, which spares nearly every request the round trip of SQLAlchemy's pool_pre_ping.
 PING_AFTER_IDLE_SECONDS = 2
+# When a wait of this process last had its answer, per server (a connection's `dsn`), and the
+# breakers that are open: what a wait reads before it knows its app (see wait_with_deadline).
+_answered_at: dict[str, float] = {}
+_open_breakers: weakref.WeakSet = weakref.WeakSet()
 
 
 def init_app(app: Flask) -> None:
@@ -122,11 +126,9 @@ def init_app(app: Flask) -> None:
     event.listen(engine, "checkin", _note_when_idle)
     event.listen(engine, "checkout", _still_answers)
     timeout_ms = app.config["DATABASE_TIMEOUT_SECONDS"] * 1000
-    timeouts = (
+    app.extensions[TIMEOUTS] = (
         f"SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL lock_timeout = {timeout_ms // 2}; "
     )
-    event.listen(engine, "begin", lambda connection: _begin_with(connection, timeouts))
-    event.listen(engine, "before_cursor_execute", _with_timeouts_due, retval=True)
 
 
 class Breaker:
@@ -141,7 +143,12 @@ class Breaker:
         self.open = False
         self._probing = False
         self._probe_began = -math.inf
-        self.heard = -math.inf  # when a wait of this process last had its answer
+        self.dsn = None  # its connections' `dsn`, known from its first wait that took long
+
+    @property
+    def heard(self) -> float:
+        """When a wait of this process last had its answer from this server."""
+        return _answered_at.get(self.dsn, -math.inf)
 
     def check(self, waiting_since: float | None = None) -> None:
         """Raise if the server is taken to be silent; probe it first if a probe is due.
@@ -170,6 +177,7 @@ class Breaker:
                 # An answer to any other wait meanwhile: busy, perhaps, but not silent.
                 silent = silent and self.heard < began
                 self._probing, was_open, self.open = False, self.open, silent
+                (_open_breakers.add if silent else _open_breakers.discard)(self)
         if silent and not was_open:
             current_app.logger.error(
                 "PostgreSQL gave no answer within %s s: answering 503 at once meanwhile",
@@ -201,21 +209,31 @@ def _answers(connect_args: tuple[list, dict]) -> bool:
 
 
 def wait_with_deadline(connection) -> None:
-    """psycopg2's wait callback: poll the connection until it is done or the wait must end."""
+    """psycopg2's wait callback: poll the connection until it is done or the wait must end.
+
+    Nearly every wait has its answer within CHECK_EVERY_SECONDS while no breaker is open, and
+    then needs nothing from the app: it is polled at once, and only a wait that outlasts that
+    looks up its app's bounds and breaker. Made by every wait, the lookups cost a GET /notes
+    about 35 µs of CPU (bench/RESULTS.md).
+    """
+    started = time.monotonic()
+    if not _open_breakers and _poll(connection, started + CHECK_EVERY_SECONDS):
+        _answered_at[connection.dsn] = time.monotonic()
+        return
     breaker = _breaker_for(connection)
     if breaker is None:
         _poll(connection, None)
         return
+    breaker.dsn = connection.dsn
     timeout = current_app.config["DATABASE_TIMEOUT_SECONDS"]
     limit = timeout if connection.status == extensions.STATUS_SETUP else 2 * timeout
-    started = time.monotonic()
     breaker.check()
     while not _poll(connection, time.monotonic() + CHECK_EVERY_SECONDS):
         waited = time.monotonic() - started
         if waited >= limit:
             raise psycopg2.OperationalError(f"PostgreSQL did not answer within {limit} seconds.")
         breaker.check(started if waited >= SUSPECT_AFTER_SECONDS else None)
-    breaker.heard = time.monotonic()
+    _answered_at[connection.dsn] = time.monotonic()
 
 
 def _poll(connection, until: float | None) -> bool:
@@ -274,27 +292,10 @@ def _still_answers(dbapi_connection, connection_record, _connection_proxy) -> No
         raise DisconnectionError("The pooled connection no longer answers.") from error
 
 
-def _begin_with(connection, timeouts: str) -> None:
-    """A transaction begins: if it is a request's, its first statement brings the timeouts.
-
-    psycopg2 sends BEGIN itself just before that statement, so the SET LOCALs land inside the
-    transaction and end with it (see the module docstring). A CLI command's transaction
-    carries none.
-    """
-    if _app_work():
-        connection.info[TIMEOUTS_DUE] = timeouts
-    else:
-        connection.info.pop(TIMEOUTS_DUE, None)
-
-
-def _with_timeouts_due(connection, _cursor, statement, parameters, _context, _executemany):
-    """Put the timeouts due in front of the first statement of a request's transaction."""
-    timeouts = connection.info.pop(TIMEOUTS_DUE, None)
-    # Not in autocommit, where there is no transaction to hold them, and where a statement
-    # such as CREATE INDEX CONCURRENTLY must run alone (a migration run in-process, say).
-    if timeouts is None or getattr(connection.connection.dbapi_connection, "autocommit", False):
-        return statement, parameters
-    return timeouts + statement, parameters
+def settings_of_transaction() -> str:
+    """The SET LOCALs a transaction beginning now carries in its first message
+    (devlab/db_transactions.py): a request's, its timeouts; a CLI command's, none."""
+    return current_app.extensions.get(TIMEOUTS, "") if _app_work() else ""
 
 
 def _app_work() -> bool:

@@ -164,8 +164,9 @@ def test_a_write_cut_off_at_its_commit_answers_503_and_leaves_nothing(
     rows_before = [(row.action, row.status_code) for row in audit_rows()]
     with proxied_app.app_context():
         engine = db.engine
-    # The note and its audit row are written; the database goes away just before COMMIT.
-    event.listen(engine, "commit", lambda _connection: getattr(proxy, outage)(), once=True)
+    # The note is written; the database goes away just before the audit row and the COMMIT,
+    # which travel in one message (devlab/db_transactions.py).
+    before_the_commit(engine, lambda: getattr(proxy, outage)())
 
     try:
         answers = answers_to(proxied_app, [("post", "/notes", {"text": "never stored"})], headers)
@@ -190,7 +191,7 @@ def test_a_commit_whose_answer_never_comes_answers_503_and_its_change_stays_whol
     headers = accounts.headers("alice")
     with proxied_app.app_context():
         engine = db.engine
-    event.listen(engine, "commit", lambda _connection: proxy.lose_answers(), once=True)
+    before_the_commit(engine, proxy.lose_answers)
 
     try:
         answers = answers_to(proxied_app, [("post", "/notes", {"text": "stored unheard"})], headers)
@@ -205,6 +206,18 @@ def test_a_commit_whose_answer_never_comes_answers_503_and_its_change_stays_whol
     notes = timed(proxied_app, "get", "/notes", headers=headers)[0].get_json()["notes"]
     assert [note["text"] for note in notes] == ["stored unheard"]
     assert [row.action for row in audit_rows("note_created")] == ["note_created"]
+
+
+def before_the_commit(engine, outage) -> None:
+    """Start `outage` just before the message that commits the next write is sent."""
+
+    started = []
+
+    def on_commit_message(_connection, _cursor, statement, *_args):
+        if not started and (statement.endswith("; COMMIT") or statement == "COMMIT"):
+            started.append(outage())
+
+    event.listen(engine, "before_cursor_execute", on_commit_message)
 
 
 @pytest.fixture

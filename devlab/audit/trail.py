@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from devlab import metrics
 from devlab.client import client_ip
+from devlab.db_transactions import COMMITS
 from devlab.errors import database_error_response
 from devlab.extensions import db
 from devlab.models import AuditLog, User
@@ -173,7 +174,7 @@ def commit_request_with_its_audit_rows(response: Response) -> Response:
             # may come between them and it.
             db.session.flush()
             db.session.execute(ADD_AUDIT_ROWS, rows)
-        db.session.commit()
+        db.session.commit()  # sends nothing if the rows' INSERT brought the COMMIT
         metrics.audit_rows_committed(rows)
     except SQLAlchemyError as error:
         if keep_changes:
@@ -189,8 +190,11 @@ def commit_request_with_its_audit_rows(response: Response) -> Response:
 
 
 # The rows go in as one plain INSERT: they are never read back in the request, so the ORM's
-# unit of work (an object per row, its state, a flush) would be cost without use.
-ADD_AUDIT_ROWS = insert(AuditLog.__table__)
+# unit of work (an object per row, its state, a flush) would be cost without use. A single
+# row's INSERT carries the COMMIT in its own message (devlab/db_transactions.py), so that the
+# chain's lock it takes is not held across a round trip to this worker.
+# Inline: without the RETURNING of the new id that SQLAlchemy would add to a single row's INSERT.
+ADD_AUDIT_ROWS = insert(AuditLog.__table__).inline().execution_options(**{COMMITS: True})
 
 
 def _row_for(event: AuditEvent, response: Response) -> dict:

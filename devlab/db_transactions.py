@@ -1,0 +1,135 @@
+"""Transactions on PostgreSQL that cost no round trips of their own.
+
+psycopg2, outside its autocommit mode, sends BEGIN by itself, as a message of its own, before a
+transaction's first statement, and COMMIT when asked: a GET /notes made four round trips to
+PostgreSQL for its two statements, a POST /notes five for its three. And the audit chain's lock
+(migration 0004), which the audit rows' INSERT takes, was held from that INSERT until the
+COMMIT that came after it: for a round trip to the worker and back, during which the worker's
+thread had to get the GIL back from the others. Under load every other write queued behind it.
+
+Here psycopg2 is in autocommit mode on every connection of the app's engine, and SQLAlchemy's
+transactions travel with the statements:
+
+- BEGIN, and the SET LOCALs of a request's transaction (devlab/db_timeout.py), go in the same
+  message as the transaction's first statement: `BEGIN; SET LOCAL ...; SELECT ...`.
+- A statement executed with the execution option COMMITS (the commit hook's audit rows) ends
+  its transaction in its own message: `INSERT ...; COMMIT`. PostgreSQL runs the statements of
+  one message in turn and stops at the first error, so the COMMIT runs only if the INSERT
+  succeeded, and the chain's lock is held for PostgreSQL's own work only.
+- SQLAlchemy's commit and rollback send COMMIT or ROLLBACK only if libpq says a transaction is
+  open (its transaction status, known without asking the server): after `INSERT ...; COMMIT`
+  nothing is left to send.
+
+Measured (bench/RESULTS.md): the same two statements of GET /notes without the round trips
+of BEGIN and COMMIT cost the worker 45 µs and PostgreSQL 70 µs less; POST /notes with its
+INSERT and COMMIT in one message served 10 % more requests a second under 32 connections.
+
+Left to psycopg2's own way: SQLAlchemy's AUTOCOMMIT isolation level (a migration's CREATE INDEX
+CONCURRENTLY must run outside a transaction), which gets no BEGIN; and a server-side cursor
+(`stream_results`, `yield_per`), which psycopg2 declares only outside autocommit: its
+transaction is psycopg2's, begun by psycopg2, and the connection goes back to autocommit when
+it ends. A transaction with an isolation level of its own begins with it (`BEGIN ISOLATION
+LEVEL ...`). Through PgBouncer in transaction pooling nothing changes: it sees the same
+transactions, opened and closed by the same statements.
+
+Neither SQLAlchemy nor psycopg2 has a setting for this; psycopg 3's pipeline mode would, but
+it is another driver (issue 8 allows it only where it measures better, and its outage handling
+would have to be redone). So the engine's dialect gets its own do_commit and do_rollback, and
+two event listeners do the rest.
+"""
+
+from flask import Flask
+from psycopg2 import extensions
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import ExecuteStyle
+
+from devlab.db_timeout import settings_of_transaction
+from devlab.extensions import db
+
+# Execution option: this statement's message ends its transaction with a COMMIT. Only for a
+# statement whose results are not read: psycopg2 keeps the last result of a message, COMMIT's.
+COMMITS = "devlab_commits"
+BEGIN_DUE = "devlab.begin_due"
+IDLE = extensions.TRANSACTION_STATUS_IDLE
+
+
+def init_app(app: Flask) -> None:
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://"):
+        return
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "connect", _autocommit)
+    event.listen(engine, "begin", _begin)
+    event.listen(engine, "before_cursor_execute", _carry_transaction, retval=True)
+    engine.dialect.do_commit = _commit
+    engine.dialect.do_rollback = _rollback
+
+
+def _autocommit(dbapi_connection, _connection_record) -> None:
+    dbapi_connection.autocommit = True
+
+
+def _begin(connection: Connection) -> None:
+    """SQLAlchemy begins a transaction: its first statement will bring BEGIN along."""
+    isolation = connection.get_execution_options().get("isolation_level")
+    if isolation == "AUTOCOMMIT":
+        connection.info.pop(BEGIN_DUE, None)
+        return
+    raw = connection.connection.dbapi_connection
+    if not raw.autocommit:  # SQLAlchemy restored psycopg2's default after an AUTOCOMMIT block
+        raw.autocommit = True
+    begin = f"BEGIN ISOLATION LEVEL {isolation}; " if isolation else "BEGIN; "
+    connection.info[BEGIN_DUE] = begin + settings_of_transaction()
+
+
+def _carry_transaction(connection, cursor, statement, parameters, context, executemany):
+    """Put BEGIN due in front of the statement, and COMMIT after it if it ends the transaction."""
+    begin = connection.info.pop(BEGIN_DUE, None)
+    raw = connection.connection.dbapi_connection
+    if cursor.name is not None and raw.autocommit:
+        # A server-side cursor: psycopg2 declares it only in a transaction of its own. Begun
+        # here already, it sends a BEGIN of its own too, which PostgreSQL warns of and ignores.
+        raw.autocommit = False
+        settings = (begin or "").partition("; ")[2]
+        if settings:
+            with raw.cursor() as setting:
+                setting.execute(settings)
+    elif begin is not None:
+        if context is not None and context.execute_style is ExecuteStyle.EXECUTEMANY:
+            # psycopg2's executemany sends the statement once per row: BEGIN goes first, alone.
+            with raw.cursor() as beginning:
+                beginning.execute(begin)
+        else:
+            statement = begin + statement
+    if (
+        context is not None
+        and context.execution_options.get(COMMITS)
+        and not executemany
+        and raw.autocommit
+        and not (context.compiled is not None and context.compiled.effective_returning)
+    ):
+        statement += "; COMMIT"
+    return statement, parameters
+
+
+def _commit(dbapi_connection) -> None:
+    """The dialect's do_commit: COMMIT if a transaction is open, psycopg2's own if it is its."""
+    _end(dbapi_connection, "COMMIT")
+
+
+def _rollback(dbapi_connection) -> None:
+    """The dialect's do_rollback (also the pool's reset of a connection it takes back)."""
+    _end(dbapi_connection, "ROLLBACK")
+
+
+def _end(dbapi_connection, command: str) -> None:
+    raw = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)  # the pool's proxy
+    if not raw.autocommit:  # psycopg2's transaction (a server-side cursor's)
+        raw.commit() if command == "COMMIT" else raw.rollback()
+        raw.autocommit = True
+        return
+    if raw.info.transaction_status == IDLE:
+        return
+    with raw.cursor() as ending:
+        ending.execute(command)

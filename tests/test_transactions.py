@@ -1,0 +1,168 @@
+"""Transactions travel with their statements (devlab/db_transactions.py): BEGIN with the first,
+COMMIT with the audit rows' INSERT, and every transaction still whole."""
+
+import psycopg2
+import pytest
+from sqlalchemy import bindparam, func, insert, select, text, update
+
+from bench.statements import counting_statements
+from devlab.extensions import db
+from devlab.models import Note, User
+from tests.conftest import TEST_DATABASE_URL
+
+NOTES = Note.__table__
+
+
+@pytest.fixture
+def engine(app):
+    with app.app_context():
+        return db.engine
+
+
+@pytest.fixture
+def alice(client, accounts):
+    headers = accounts.headers("alice")
+    assert client.post("/notes", json={"text": "first"}, headers=headers).status_code == 201
+    return headers
+
+
+@pytest.fixture
+def alice_id(app, alice):
+    with app.app_context():
+        return db.session.scalar(select(User.id).where(User.username == "alice"))
+
+
+def other_connection():
+    """A connection of nobody's pool, to see what is committed and what is left open."""
+    url = TEST_DATABASE_URL.replace("postgresql+psycopg2://", "postgresql://")
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    return connection
+
+
+def committed_note_texts(owner_id: int) -> list[str]:
+    with other_connection() as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT text FROM notes WHERE owner_id = %s ORDER BY id", (owner_id,))
+        return [text for (text,) in cursor.fetchall()]
+
+
+def test_a_read_sends_begin_with_its_first_statement_and_commit_alone(client, alice, engine):
+    with counting_statements(engine, with_transaction_control=True) as messages:
+        response = client.get("/notes", headers=alice)
+
+    assert response.status_code == 200
+    assert len(messages) == 3, "\n".join(messages)
+    assert messages[0].startswith("BEGIN; SET LOCAL statement_timeout = ")
+    assert "token_families" in messages[0]
+    assert messages[1].lstrip().startswith("SELECT")
+    assert messages[2] == "COMMIT"
+
+
+def test_a_write_sends_its_audit_rows_and_commit_in_one_message(
+    client, alice, alice_id, engine, audit_rows
+):
+    with counting_statements(engine, with_transaction_control=True) as messages:
+        response = client.post("/notes", json={"text": "second"}, headers=alice)
+
+    assert response.status_code == 201
+    assert len(messages) == 3, "\n".join(messages)
+    assert messages[0].startswith("BEGIN; ")
+    assert messages[1].startswith("INSERT INTO notes")
+    assert messages[2].startswith("INSERT INTO audit_logs")
+    assert messages[2].endswith("; COMMIT")
+    assert committed_note_texts(alice_id) == ["first", "second"]
+    assert [row.action for row in audit_rows("note_created")] == ["note_created"] * 2
+
+
+def test_no_connection_goes_back_to_the_pool_in_a_transaction_or_with_a_warning(
+    app, client, alice, engine
+):
+    client.get("/notes", headers=alice)
+    client.post("/notes", json={"text": "second"}, headers=alice)
+    client.post("/notes", json={"text": ""}, headers=alice)  # 422, nothing written
+    client.get("/notes/999999", headers=alice)  # 404
+    client.post("/login", json={"username": "alice", "password": "wrong password"})  # audit only
+    client.delete("/notes/1", headers={"Authorization": "Bearer forged"})  # 401
+
+    with other_connection() as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+        )
+        assert cursor.fetchone() == (0,)
+    pooled = [engine.raw_connection() for _ in range(engine.pool.checkedin())]
+    try:
+        assert pooled
+        for connection in pooled:
+            assert connection.driver_connection.autocommit
+            assert connection.driver_connection.notices == []
+    finally:
+        for connection in pooled:
+            connection.close()
+
+
+def test_a_rollback_undoes_the_statement_that_brought_begin(app, alice_id):
+    with app.app_context():
+        db.session.execute(
+            insert(NOTES).values(owner_id=alice_id, text="undone", created_at=func.now())
+        )
+        db.session.rollback()
+
+    assert committed_note_texts(alice_id) == ["first"]
+
+
+def test_an_executemany_first_begins_the_transaction_alone(app, alice_id):
+    """psycopg2 sends an executemany's statement once per row: BEGIN must go before, once."""
+    with app.app_context():
+        db.session.execute(
+            insert(NOTES).values(owner_id=alice_id, text="second", created_at=func.now())
+        )
+        db.session.commit()
+        renamed = (
+            update(NOTES).where(NOTES.c.text == bindparam("old")).values(text=bindparam("new"))
+        )
+        db.session.execute(renamed, [{"old": "first", "new": "1"}, {"old": "second", "new": "2"}])
+        raw = db.session.connection().connection.driver_connection
+        db.session.rollback()
+        assert raw.notices == []
+
+    assert committed_note_texts(alice_id) == ["first", "second"]
+
+
+def test_a_server_side_cursor_runs_in_a_transaction_of_psycopg2s_own(app, alice_id):
+    with app.app_context():
+        streamed = db.session.execute(select(NOTES.c.text).execution_options(yield_per=1))
+        assert [row.text for row in streamed] == ["first"]
+        db.session.execute(
+            insert(NOTES).values(owner_id=alice_id, text="second", created_at=func.now())
+        )
+        raw = db.session.connection().connection.driver_connection
+        assert not raw.autocommit
+        timeout = db.session.scalar(text("SHOW statement_timeout"))
+        db.session.commit()
+        assert raw.autocommit  # back to the transactions that travel with statements
+        assert raw.notices == []
+
+    assert timeout != "0"  # the request's SET LOCALs reached it too
+    assert committed_note_texts(alice_id) == ["first", "second"]
+
+
+def test_a_transaction_with_an_isolation_level_begins_with_it(app):
+    with app.app_context():
+        connection = db.session.connection(execution_options={"isolation_level": "SERIALIZABLE"})
+        assert connection.execute(text("SHOW transaction_isolation")).scalar() == "serializable"
+        db.session.rollback()
+        assert db.session.scalar(text("SHOW transaction_isolation")) == "read committed"
+        db.session.rollback()
+
+
+def test_autocommit_gets_no_transaction_and_a_transaction_stays_one(app):
+    current = text("SELECT pg_current_xact_id()")
+    with app.app_context(), db.engine.connect() as connection:
+        in_one = connection.execute(current).scalar(), connection.execute(current).scalar()
+        connection.rollback()
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        on_their_own = connection.execute(current).scalar(), connection.execute(current).scalar()
+
+    assert in_one[0] == in_one[1]
+    assert on_their_own[0] != on_their_own[1]
