@@ -29,9 +29,11 @@ command's output (`flask audit head >> heads.jsonl`).
 
 import json
 import logging
+import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 
 from flask import Flask, g, has_request_context, request
 from flask.logging import default_handler
@@ -145,12 +147,84 @@ class QueryStringsCut(logging.Filter):
 
 
 class GunicornLogger(glogging.Logger):
-    """gunicorn's logger, whose error lines never hold a query string (LOG_FORMAT=text)."""
+    """gunicorn's logger, whose error lines never hold a query string (LOG_FORMAT=text), and
+    whose access line computes only the atoms its format names (AccessAtoms)."""
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
         if not any(isinstance(f, QueryStringsCut) for f in self.error_log.filters):
             self.error_log.addFilter(QueryStringsCut())
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        try:
+            atoms = AccessAtoms(self, resp, req, environ, request_time)
+            self.access_log.info(self.cfg.access_log_format, atoms)
+        except Exception:
+            self.exception("Could not write the access log line")
+
+
+class AccessAtoms(Mapping):
+    """gunicorn's access-log atoms, each computed when the line's format asks for it.
+
+    gunicorn builds them all for every request, whatever the format names: every request and
+    response header and every environ entry, the date, and then a copy of all of them with
+    their quotes escaped (`glogging.SafeAtoms`), 43 µs of every request on this machine against
+    the 8 atoms of gunicorn.conf.py's format. The atoms below are gunicorn's own, computed
+    alike (tests/test_logs.py holds them equal to gunicorn's for every atom gunicorn
+    documents); any other is taken from gunicorn's full set, built once for the line.
+    """
+
+    def __init__(self, logger, resp, req, environ, request_time) -> None:
+        self._logger, self._resp, self._req = logger, resp, req
+        self._environ, self._time = environ, request_time
+        self._all = None
+
+    def __getitem__(self, key: str):
+        if key in self._CHEAP:
+            value = self._CHEAP[key](self)
+        elif key.startswith("{") and key.endswith(("}i", "}o")):
+            value = self._header(key[1:-2].lower(), key[-1] == "i")
+        else:
+            if self._all is None:
+                atoms = self._logger.atoms(self._resp, self._req, self._environ, self._time)
+                self._all = glogging.SafeAtoms(atoms)
+            return self._all[key]
+        return value.replace('"', '\\"') if isinstance(value, str) else value
+
+    def _header(self, name: str, of_request: bool):
+        headers = self._req.headers if of_request else self._resp.headers
+        if hasattr(headers, "items"):
+            headers = headers.items()
+        found = "-"
+        for header, value in headers:
+            if header.lower() == name:
+                found = value  # the last of several, as gunicorn's dict keeps it
+        return found
+
+    def _status(self):
+        status = self._resp.status
+        return status.split(None, 1)[0] if isinstance(status, str) else status
+
+    def _milliseconds(self):
+        return self._time.seconds * 1000 + int(self._time.microseconds / 1000)
+
+    _CHEAP = {
+        "h": lambda atoms: atoms._environ.get("REMOTE_ADDR", "-"),
+        "m": lambda atoms: atoms._environ.get("REQUEST_METHOD"),
+        "U": lambda atoms: atoms._environ.get("PATH_INFO"),
+        "s": _status,
+        "B": lambda atoms: getattr(atoms._resp, "sent", None),
+        "M": _milliseconds,
+        "p": lambda atoms: f"<{os.getpid()}>",
+    }
+
+    def __iter__(self):
+        return iter(self._CHEAP)
+
+    def __len__(self) -> int:
+        return len(self._CHEAP)
 
 
 class JSONLinesLogger(GunicornLogger):

@@ -261,3 +261,72 @@ def test_under_gunicorn_every_line_is_json_on_stdout_with_its_fields_and_no_secr
     ]
     assert [secret for secret in secrets if secret in everything] == []
     assert "page=1" not in everything
+
+
+class _Response:
+    status = "201 CREATED"
+    sent = 1234
+    headers = [
+        ("Content-Type", "application/json"),
+        ("X-Request-ID", 'first"id'),
+        ("X-Request-ID", "last-id"),
+        ("Cache-Control", "no-store"),
+    ]
+
+
+class _Request:
+    headers = [("HOST", "127.0.0.1:8005"), ("USER-AGENT", 'wrk "4"'), ("AUTHORIZATION", "Bearer x")]
+
+
+GUNICORN_ATOMS = [
+    "h",
+    "l",
+    "u",
+    "t",
+    "r",
+    "s",
+    "m",
+    "U",
+    "q",
+    "H",
+    "b",
+    "B",
+    "f",
+    "a",
+    "T",
+    "D",
+    "M",
+    "L",
+    "p",
+]
+HEADER_ATOMS = ["{x-request-id}o", "{X-Request-Id}o", "{user-agent}i", "{absent}i", "{absent}o"]
+
+
+@pytest.mark.parametrize("path", ["/notes", '/notes/"quoted"', "/admin/users/7"])
+def test_the_access_line_has_gunicorns_atoms_computed_only_when_named(path):
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.glogging import SafeAtoms
+
+    from devlab.logs import AccessAtoms, GunicornLogger
+
+    logger = GunicornLogger(GunicornConfig())
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": path + "?page=2",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": path,
+        "QUERY_STRING": "page=2",
+        "REMOTE_ADDR": "203.0.113.9",
+        "HTTP_USER_AGENT": 'wrk "4"',
+    }
+    took = timedelta(seconds=1, microseconds=4321)
+    ours = AccessAtoms(logger, _Response, _Request, environ, took)
+    gunicorns = SafeAtoms(logger.atoms(_Response, _Request, environ, took))
+
+    for atom in [*GUNICORN_ATOMS, *HEADER_ATOMS, "{remote_addr}e", "unknown"]:
+        if atom == "t":  # the date, to the second: equal unless a second began in between
+            assert re.fullmatch(r"\[.+\]", ours[atom])
+            continue
+        assert ours[atom] == gunicorns[atom], atom
+    line = '%(p)s %(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'
+    assert line % AccessAtoms(logger, _Response, _Request, environ, took) == line % gunicorns
