@@ -1,11 +1,8 @@
 """DevLab: a JSON REST backend for accounts, notes and an audit trail."""
 
 import time
-from inspect import iscoroutinefunction
 from pathlib import Path
-from types import FunctionType
 from urllib.parse import urlsplit
-from weakref import WeakKeyDictionary
 
 import orjson
 from flask import Flask, Request, Response, current_app, request
@@ -95,11 +92,6 @@ class DevLab(Flask):
     url_map_class = RoutesWithoutRedirects
     json_provider_class = JSONProvider
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # Weakly: a function made for one request (after_this_request's) leaves with it.
-        self._coroutine_functions: WeakKeyDictionary[FunctionType, bool] = WeakKeyDictionary()
-
     def raise_routing_exception(self, request: Request):
         """Any redirect werkzeug's routing still makes (a rule with a trailing slash asked for
         without it) is answered as JSON with a relative Location: Flask would send werkzeug's
@@ -109,18 +101,6 @@ class DevLab(Flask):
             target = urlsplit(error.new_url)
             raise PermanentRedirect(target.path + (f"?{target.query}" if target.query else ""))
         super().raise_routing_exception(request)
-
-    def ensure_sync(self, func):
-        """Flask asks, of every view and hook it calls, whether it is a coroutine function
-        (inspect's check: 15 times a GET /notes, 20 µs). The answer for a function or a method
-        of one is kept, per function; anything else is asked anew, as Flask does."""
-        function = getattr(func, "__func__", func)
-        if type(function) is not FunctionType:
-            return super().ensure_sync(func)
-        is_coroutine = self._coroutine_functions.get(function)
-        if is_coroutine is None:
-            is_coroutine = self._coroutine_functions[function] = iscoroutinefunction(func)
-        return self.async_to_sync(func) if is_coroutine else func
 
     def make_default_options_response(self) -> Response:
         """Answer OPTIONS with 204 and the Allow header; Flask's own is an empty text/html 200."""
