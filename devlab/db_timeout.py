@@ -69,10 +69,11 @@ through PgBouncer in transaction mode, measured on this machine (a transaction o
   but a second place to keep equal to DATABASE_TIMEOUT_SECONDS, a step for every database
   administrator, and they would bind migrations that run as that role too.
 
-So a request's transactions carry their timeouts with their first statement: nothing is left
-on a connection, whoever uses it next; CLI commands send nothing, so they are unlimited on any
-connection, through PgBouncer too. The statements this adds are visible in PostgreSQL's logs
-and pg_stat_activity as a prefix of the first statement. Server-side prepared statements
+So a request's transactions carry their timeouts in the message that begins them, and a read
+that runs as a transaction of its own in its own message (devlab/db_transactions.py): nothing
+is left on a connection, whoever uses it next; CLI commands send nothing, so they are unlimited
+on any connection, through PgBouncer too. The statements this adds are visible in PostgreSQL's
+logs and pg_stat_activity as a prefix of those statements. Server-side prepared statements
 (psycopg2 makes none) and session-level advisory locks (the audit chain takes
 pg_advisory_xact_lock) are the other session state; DevLab uses neither.
 """

@@ -10,8 +10,16 @@ thread had to get the GIL back from the others. Under load every other write que
 Here psycopg2 is in autocommit mode on every connection of the app's engine, and SQLAlchemy's
 transactions travel with the statements:
 
-- BEGIN, and the SET LOCALs of a request's transaction (devlab/db_timeout.py), go in the same
-  message as the transaction's first statement: `BEGIN; SET LOCAL ...; SELECT ...`.
+- A SELECT that only reads (no row lock, no write in a CTE, no function whose effect lasts until
+  the commit) runs as a transaction of its own, with the request's SET LOCALs
+  (devlab/db_timeout.py) in the same message: `SET LOCAL ...; SELECT ...`. In READ COMMITTED
+  each statement reads a snapshot of its own anyway; what it no longer does is hold its tables'
+  share locks until the request's commit. A request that only reads sends no BEGIN and no
+  COMMIT at all.
+- BEGIN, with the SET LOCALs, goes in the same message as the first statement that needs a
+  transaction: a write, a locking read, any text SQL: `BEGIN; SET LOCAL ...; INSERT ...`. So does
+  every statement of a transaction with an isolation level of its own (`BEGIN ISOLATION LEVEL
+  ...`), from the first.
 - A statement executed with the execution option COMMITS (the commit hook's audit rows) ends
   its transaction in its own message: `INSERT ...; COMMIT`. PostgreSQL runs the statements of
   one message in turn and stops at the first error, so the COMMIT runs only if the INSERT
@@ -20,17 +28,16 @@ transactions travel with the statements:
   open (its transaction status, known without asking the server): after `INSERT ...; COMMIT`
   nothing is left to send.
 
-Measured (bench/RESULTS.md): the same two statements of GET /notes without the round trips
-of BEGIN and COMMIT cost the worker 45 µs and PostgreSQL 70 µs less; POST /notes with its
-INSERT and COMMIT in one message served 10 % more requests a second under 32 connections.
+GET /notes went from four round trips to two, POST /notes from five to three (tests/
+test_transactions.py counts them). Measured (bench/RESULTS.md): the same two statements of GET
+/notes without BEGIN and COMMIT cost the worker 45 µs and PostgreSQL 70 µs less.
 
 Left to psycopg2's own way: SQLAlchemy's AUTOCOMMIT isolation level (a migration's CREATE INDEX
 CONCURRENTLY must run outside a transaction), which gets no BEGIN; and a server-side cursor
 (`stream_results`, `yield_per`), which psycopg2 declares only outside autocommit: its
 transaction is psycopg2's, begun by psycopg2, and the connection goes back to autocommit when
-it ends. A transaction with an isolation level of its own begins with it (`BEGIN ISOLATION
-LEVEL ...`). Through PgBouncer in transaction pooling nothing changes: it sees the same
-transactions, opened and closed by the same statements.
+it ends. Through PgBouncer in transaction pooling nothing changes: it sees transactions opened
+and closed by the statements that make them.
 
 Neither SQLAlchemy nor psycopg2 has a setting for this; psycopg 3's pipeline mode would, but
 it is another driver (issue 8 allows it only where it measures better, and its outage handling
@@ -38,9 +45,12 @@ would have to be redone). So the engine's dialect gets its own do_commit and do_
 two event listeners do the rest.
 """
 
+import re
+from functools import lru_cache
+
 from flask import Flask
 from psycopg2 import extensions
-from sqlalchemy import event
+from sqlalchemy import CompoundSelect, Select, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import ExecuteStyle
 
@@ -51,6 +61,12 @@ from devlab.extensions import db
 # statement whose results are not read: psycopg2 keeps the last result of a message, COMMIT's.
 COMMITS = "devlab_commits"
 BEGIN_DUE = "devlab.begin_due"
+# In a SELECT: a row lock (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE), a write in
+# a CTE, or a function whose effect lasts until the commit. A false match costs only a BEGIN.
+HOLDS_OR_WRITES = re.compile(
+    r"\b(?:UPDATE|SHARE|INSERT|DELETE|MERGE|pg_advisory_xact_lock\w*|set_config|nextval|setval)\b",
+    re.IGNORECASE,
+)
 IDLE = extensions.TRANSACTION_STATUS_IDLE
 
 
@@ -71,7 +87,7 @@ def _autocommit(dbapi_connection, _connection_record) -> None:
 
 
 def _begin(connection: Connection) -> None:
-    """SQLAlchemy begins a transaction: its first statement will bring BEGIN along."""
+    """SQLAlchemy begins a transaction: the first statement that needs one will bring BEGIN."""
     isolation = connection.get_execution_options().get("isolation_level")
     if isolation == "AUTOCOMMIT":
         connection.info.pop(BEGIN_DUE, None)
@@ -79,29 +95,35 @@ def _begin(connection: Connection) -> None:
     raw = connection.connection.dbapi_connection
     if not raw.autocommit:  # SQLAlchemy restored psycopg2's default after an AUTOCOMMIT block
         raw.autocommit = True
-    begin = f"BEGIN ISOLATION LEVEL {isolation}; " if isolation else "BEGIN; "
-    connection.info[BEGIN_DUE] = begin + settings_of_transaction()
+    begin = f"BEGIN ISOLATION LEVEL {isolation}; " if isolation else None
+    connection.info[BEGIN_DUE] = (begin, settings_of_transaction())
 
 
 def _carry_transaction(connection, cursor, statement, parameters, context, executemany):
-    """Put BEGIN due in front of the statement, and COMMIT after it if it ends the transaction."""
-    begin = connection.info.pop(BEGIN_DUE, None)
+    """Put what is due in front of the statement, and COMMIT after it if it ends the
+    transaction."""
+    due = connection.info.pop(BEGIN_DUE, None)
     raw = connection.connection.dbapi_connection
     if cursor.name is not None and raw.autocommit:
         # A server-side cursor: psycopg2 declares it only in a transaction of its own. Begun
         # here already, it sends a BEGIN of its own too, which PostgreSQL warns of and ignores.
         raw.autocommit = False
-        settings = (begin or "").partition("; ")[2]
-        if settings:
+        if due is not None and due[1]:
             with raw.cursor() as setting:
-                setting.execute(settings)
-    elif begin is not None:
-        if context is not None and context.execute_style is ExecuteStyle.EXECUTEMANY:
+                setting.execute(due[1])
+    elif due is not None:
+        begin, settings = due
+        if begin is None and _reads_only(statement, context):
+            # Its own transaction, of one message; the request's begins with the first
+            # statement that needs one, if any does.
+            connection.info[BEGIN_DUE] = due
+            statement = settings + statement
+        elif context is not None and context.execute_style is ExecuteStyle.EXECUTEMANY:
             # psycopg2's executemany sends the statement once per row: BEGIN goes first, alone.
             with raw.cursor() as beginning:
-                beginning.execute(begin)
+                beginning.execute((begin or "BEGIN; ") + settings)
         else:
-            statement = begin + statement
+            statement = (begin or "BEGIN; ") + settings + statement
     if (
         context is not None
         and context.execution_options.get(COMMITS)
@@ -111,6 +133,23 @@ def _carry_transaction(connection, cursor, statement, parameters, context, execu
     ):
         statement += "; COMMIT"
     return statement, parameters
+
+
+def _reads_only(statement: str, context) -> bool:
+    """Whether a statement only reads, and holds nothing until a commit: a SELECT (of SQLAlchemy's
+    making: text may say anything) with no row lock, no write in a CTE, and no function whose
+    effect lasts as long as the transaction."""
+    return (
+        context is not None
+        and context.compiled is not None
+        and isinstance(context.compiled.statement, (Select, CompoundSelect))
+        and not _holds_or_writes(statement)
+    )
+
+
+@lru_cache(maxsize=1024)  # SQLAlchemy hands the same string for each execution of a statement
+def _holds_or_writes(statement: str) -> bool:
+    return HOLDS_OR_WRITES.search(statement) is not None
 
 
 def _commit(dbapi_connection) -> None:

@@ -46,19 +46,19 @@ def committed_note_texts(owner_id: int) -> list[str]:
         return [text for (text,) in cursor.fetchall()]
 
 
-def test_a_read_sends_begin_with_its_first_statement_and_commit_alone(client, alice, engine):
+def test_a_request_that_only_reads_sends_neither_begin_nor_commit(client, alice, engine):
     with counting_statements(engine, with_transaction_control=True) as messages:
         response = client.get("/notes", headers=alice)
 
     assert response.status_code == 200
-    assert len(messages) == 3, "\n".join(messages)
-    assert messages[0].startswith("BEGIN; SET LOCAL statement_timeout = ")
+    assert len(messages) == 2, "\n".join(messages)
+    for message in messages:  # each a transaction of its own, with the request's timeouts
+        assert message.startswith("SET LOCAL statement_timeout = ")
+        assert "BEGIN" not in message and "COMMIT" not in message
     assert "token_families" in messages[0]
-    assert messages[1].lstrip().startswith("SELECT")
-    assert messages[2] == "COMMIT"
 
 
-def test_a_write_sends_its_audit_rows_and_commit_in_one_message(
+def test_a_write_begins_with_its_first_write_and_commits_with_its_audit_rows(
     client, alice, alice_id, engine, audit_rows
 ):
     with counting_statements(engine, with_transaction_control=True) as messages:
@@ -66,12 +66,45 @@ def test_a_write_sends_its_audit_rows_and_commit_in_one_message(
 
     assert response.status_code == 201
     assert len(messages) == 3, "\n".join(messages)
-    assert messages[0].startswith("BEGIN; ")
-    assert messages[1].startswith("INSERT INTO notes")
+    assert messages[0].startswith("SET LOCAL ")  # the token's family: a read
+    assert messages[1].startswith("BEGIN; SET LOCAL statement_timeout = ")
+    assert "INSERT INTO notes" in messages[1]
     assert messages[2].startswith("INSERT INTO audit_logs")
     assert messages[2].endswith("; COMMIT")
     assert committed_note_texts(alice_id) == ["first", "second"]
     assert [row.action for row in audit_rows("note_created")] == ["note_created"] * 2
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        lambda statement: statement.with_for_update(),
+        lambda statement: statement.with_for_update(key_share=True),
+        lambda statement: statement.with_for_update(read=True),
+        lambda statement: statement.with_for_update(read=True, key_share=True),
+    ],
+    ids=["FOR UPDATE", "FOR NO KEY UPDATE", "FOR SHARE", "FOR KEY SHARE"],
+)
+def test_a_locking_read_begins_the_transaction_and_its_lock_lasts_until_the_end(
+    app, alice_id, lock
+):
+    with app.app_context():
+        db.session.execute(lock(select(NOTES.c.id).where(NOTES.c.owner_id == alice_id)))
+        with (
+            other_connection() as connection,
+            connection.cursor() as cursor,
+            pytest.raises(psycopg2.errors.LockNotAvailable),
+        ):
+            cursor.execute("SELECT id FROM notes FOR UPDATE NOWAIT")
+        db.session.rollback()
+
+
+def test_a_plain_read_leaves_no_transaction_open(app):
+    with app.app_context():
+        db.session.execute(select(func.count()).select_from(NOTES))
+        raw = db.session.connection().connection.driver_connection
+        assert raw.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        db.session.commit()
 
 
 def test_no_connection_goes_back_to_the_pool_in_a_transaction_or_with_a_warning(
