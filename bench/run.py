@@ -11,12 +11,13 @@ Steps: install wrk (Debian) if missing; create the database BENCH_DATABASE (defa
 (1,000 users, 100,000 notes, 10,000 audit rows), and a second one alike, then grow the first's
 trail to 1,000,000 rows; read the trail at both sizes and export the large one, on DevLab
 servers of their own that stop before the load (bench/audit_reading.py); start the three
-servers; run BENCH_ROUNDS rounds (default 3) in which every endpoint is
-loaded for BENCH_DURATION seconds (default 5) by wrk (2 threads, 32 connections) on each side
-in turn, A, B, C, A, B, C...; then measure GET /notes on A idle and under a login flood of
-16 clients for FLOOD_SECONDS (15), with the logins that succeeded and were refused meanwhile;
-count the SQL statements per request in-process; print the table and write it to
-bench/RESULTS.md between its markers. Servers are stopped and the
+servers; run BENCH_ROUNDS rounds (default 3) in which every endpoint the three sides have is
+loaded for BENCH_DURATION seconds (default 4) by wrk (2 threads, 32 connections) on each side
+in turn, A, B, C, A, B, C..., then A's own endpoints (GET /audit/logs, POST /login) once, each
+load once the servers and PostgreSQL are idle again (`settle`); then measure GET /notes on A
+idle and under a login flood of 16 clients for FLOOD_SECONDS (15), with the logins that
+succeeded and were refused meanwhile; count the SQL statements per request in-process; print
+the table and write it to bench/RESULTS.md between its markers. Servers are stopped and the
 database dropped at the end, also on Ctrl-C or SIGTERM.
 
 CPU per request comes from /proc: the server's worker processes, and every PostgreSQL
@@ -56,10 +57,11 @@ BIN = Path(sys.executable).parent
 BENCH_BIN = PROJECT / "bench" / ".venv" / "bin"
 RESULTS = PROJECT / "bench" / "RESULTS.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-DURATION = int(os.environ.get("BENCH_DURATION") or 5)
+DURATION = int(os.environ.get("BENCH_DURATION") or 4)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS") or 3)
 CONNECTIONS = 32
 FLOOD_SECONDS = 15
+SETTLE_SECONDS = 5
 PASSWORD = "bench password, not a secret"  # bench/post_login.lua sends it too
 JWT_KEY = "bench-signing-key-that-is-long-enough-for-hs256"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -448,26 +450,50 @@ def measured(side: Server, path, token, script, connections, seconds) -> dict:
 
 
 def load_rounds(sides: dict, tokens: dict) -> dict:
+    """ROUNDS interleaved rounds of the endpoints every side has; then, once, those only A has
+    (the trail's first page, logins), whose work outlasts their load by seconds."""
     results = {}
     for _method, path, script, connections, names, user in ENDPOINTS.values():
         for name in names:  # warm up: connections, caches, JIT-free but lazy imports
             wrk(sides[name].base, path, tokens[user], script, connections, 1)
-    for round_number in range(ROUNDS):
-        for endpoint, (_method, path, script, connections, names, user) in ENDPOINTS.items():
-            for name in names:
-                print(
-                    f"make bench: round {round_number + 1}, {endpoint} on {name}", file=sys.stderr
-                )
-                token = tokens[user]
-                result = measured(sides[name], path, token, script, connections, DURATION)
-                results.setdefault((endpoint, name), []).append(result)
+    steps = [
+        (round_number, endpoint, name)
+        for round_number in range(ROUNDS)
+        for endpoint, (*_, names, _user) in ENDPOINTS.items()
+        if len(names) > 1
+        for name in names
+    ]
+    steps += [
+        (ROUNDS - 1, endpoint, "A")
+        for endpoint, (*_, names, _u) in ENDPOINTS.items()
+        if names == "A"
+    ]
+    for round_number, endpoint, name in steps:
+        _method, path, script, connections, _names, user = ENDPOINTS[endpoint]
+        print(f"make bench: round {round_number + 1}, {endpoint} on {name}", file=sys.stderr)
+        settle(sides.values())
+        result = measured(sides[name], path, tokens[user], script, connections, DURATION)
+        results.setdefault((endpoint, name), []).append(result)
     return results
+
+
+def settle(sides, *, at_most: float = SETTLE_SECONDS) -> None:
+    """Wait until the work of the last load step is over: requests still running when wrk
+    stopped (a page of the trail takes seconds, a login queues for hashing) would otherwise
+    take their CPU, threads and PostgreSQL from the next step, and be counted in it. Over when
+    the servers and PostgreSQL together spend at most one tick in a quarter of a second."""
+    deadline = time.monotonic() + at_most
+    while time.monotonic() < deadline:
+        before = sum(side.cpu_ticks() for side in sides) + postgres_ticks()
+        time.sleep(0.25)
+        if sum(side.cpu_ticks() for side in sides) + postgres_ticks() - before <= 1:
+            return
 
 
 def login_flood(side: Server, token: str) -> dict:
     """GET /notes p99 (4 connections) idle, then while 16 clients log in as fast as they can for
     FLOOD_SECONDS (issue 8), and how many of those logins succeeded or were refused."""
-    time.sleep(3)  # the logins of the last load step finish first
+    settle([side])
     idle = wrk(side.base, "/notes", token, None, 4, FLOOD_SECONDS - 4)
     flood = subprocess.Popen(
         [
@@ -664,8 +690,9 @@ def report(url, results, flood, counts, rss, reading: list[str]) -> None:
             START,
             f"Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), "
             f"Python {platform.python_version()}, PostgreSQL {pg_version}; {ROUNDS} rounds of "
-            f"{DURATION} s per endpoint and side, interleaved, wrk -t2 -c{CONNECTIONS} "
-            f"(`POST /login`: -c4). Medians of the rounds (CPU: means).",
+            f"{DURATION} s per endpoint and side, interleaved, then `GET /audit/logs` and "
+            f"`POST /login` once; each load once the servers and PostgreSQL are idle; wrk "
+            f"-t2 -c{CONNECTIONS} (`POST /login`: -c4). Medians of the rounds (CPU: means).",
             "",
             *rows,
             "",
