@@ -61,6 +61,7 @@ from devlab.extensions import db
 # statement whose results are not read: psycopg2 keeps the last result of a message, COMMIT's.
 COMMITS = "devlab_commits"
 BEGIN_DUE = "devlab.begin_due"
+TRANSACTION = "devlab.transaction"  # how the connection's current transaction begins
 # In a SELECT: a row lock (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE), a write in
 # a CTE, or a function whose effect lasts until the commit. A false match costs only a BEGIN.
 HOLDS_OR_WRITES = re.compile(
@@ -96,7 +97,7 @@ def _begin(connection: Connection) -> None:
     if not raw.autocommit:  # SQLAlchemy restored psycopg2's default after an AUTOCOMMIT block
         raw.autocommit = True
     begin = f"BEGIN ISOLATION LEVEL {isolation}; " if isolation else None
-    connection.info[BEGIN_DUE] = (begin, settings_of_transaction())
+    connection.info[BEGIN_DUE] = connection.info[TRANSACTION] = (begin, settings_of_transaction())
 
 
 def _carry_transaction(connection, cursor, statement, parameters, context, executemany):
@@ -132,6 +133,8 @@ def _carry_transaction(connection, cursor, statement, parameters, context, execu
         and not (context.compiled is not None and context.compiled.effective_returning)
     ):
         statement += "; COMMIT"
+        # Anything SQLAlchemy still sends before its commit begins anew, not in autocommit.
+        connection.info[BEGIN_DUE] = connection.info.get(TRANSACTION)
     return statement, parameters
 
 

@@ -199,3 +199,21 @@ def test_autocommit_gets_no_transaction_and_a_transaction_stays_one(app):
 
     assert in_one[0] == in_one[1]
     assert on_their_own[0] != on_their_own[1]
+
+
+def test_a_write_after_the_statement_that_carried_the_commit_begins_anew(app, alice_id):
+    """What SQLAlchemy sends after `INSERT ...; COMMIT` and before its own commit (a flush, a
+    hook's write) is a transaction again, not a statement committed on its own."""
+    from devlab.db_transactions import COMMITS
+
+    with app.app_context():
+        committing = insert(NOTES).inline().execution_options(**{COMMITS: True})
+        db.session.execute(
+            committing.values(owner_id=alice_id, text="committed", created_at=func.now())
+        )
+        db.session.execute(
+            insert(NOTES).values(owner_id=alice_id, text="rolled back", created_at=func.now())
+        )
+        db.session.rollback()
+
+    assert committed_note_texts(alice_id) == ["first", "committed"]
