@@ -6,13 +6,17 @@ and COMMIT with its last or as a statement of its own. Used by
 tests/test_statement_counts.py, which holds the budgets, and by `make bench`, which reports them.
 """
 
+import re
 from contextlib import contextmanager
 
 import psycopg2.extensions
 from sqlalchemy import event
 
-# What devlab/db_transactions.py sends as a statement of its own when no statement carries it.
-TRANSACTION_CONTROL = {"COMMIT", "ROLLBACK"}
+# What devlab/db_transactions.py sends as a statement of its own when no statement carries it:
+# COMMIT, ROLLBACK, and BEGIN with its SET LOCALs before an executemany.
+TRANSACTION_CONTROL = re.compile(
+    r"COMMIT|ROLLBACK|BEGIN( ISOLATION LEVEL [A-Z ]+)?;( SET LOCAL [^;]+;)* ?"
+)
 
 
 @contextmanager
@@ -21,11 +25,11 @@ def counting_statements(engine, *, with_transaction_control: bool = False):
     message sent, with `with_transaction_control`, COMMIT and ROLLBACK sent alone included."""
     statements = []
     counting = True
-    left_out = set() if with_transaction_control else TRANSACTION_CONTROL
 
     class CountingCursor(psycopg2.extensions.cursor):
         def execute(self, query, vars=None):
-            if counting and query not in left_out:
+            control = not with_transaction_control and TRANSACTION_CONTROL.fullmatch(query)
+            if counting and not control:
                 statements.append(query)
             return super().execute(query, vars)
 

@@ -10,8 +10,8 @@ until the COMMIT that came after it, across a round trip to the worker and back.
 Here psycopg2 is in autocommit mode on every connection of the app's engine, and SQLAlchemy's
 transactions travel with the statements:
 
-- A SELECT that only reads (no row lock, no write in a CTE, no function whose effect lasts until
-  the commit) runs as a transaction of its own, with the request's SET LOCALs
+- A SELECT that only reads (no row lock, no write in a CTE, and no call but of the functions
+  that only compute, ONLY_COMPUTE) runs as a transaction of its own, with the request's SET LOCALs
   (devlab/db_timeout.py) in the same message: `SET LOCAL ...; SELECT ...`. In READ COMMITTED
   each statement reads a snapshot of its own anyway; what it no longer does is hold its tables'
   share locks until the request's commit. A request that only reads sends no BEGIN and no
@@ -20,10 +20,13 @@ transactions travel with the statements:
   transaction: a write, a locking read, any text SQL: `BEGIN; SET LOCAL ...; INSERT ...`. So does
   every statement of a transaction with an isolation level of its own (`BEGIN ISOLATION LEVEL
   ...`), from the first.
-- A statement executed with the execution option COMMITS (the commit hook's audit rows) ends
-  its transaction in its own message: `INSERT ...; COMMIT`. PostgreSQL runs the statements of
-  one message in turn and stops at the first error, so the COMMIT runs only if the INSERT
-  succeeded, and the chain's lock is held for PostgreSQL's own work only.
+- A statement executed once with the execution option COMMITS (the commit hook's audit row,
+  when the request has one) ends its transaction in its own message: `INSERT ...; COMMIT`
+  (several rows go as an executemany, and their COMMIT follows alone). PostgreSQL runs the
+  statements of one message in turn and stops at the first error, so the COMMIT runs only if
+  the INSERT succeeded, and the chain's lock is held for PostgreSQL's own work only. As with a
+  COMMIT sent alone, an answer lost on its way back leaves the outcome unknown to the request,
+  which answers 503: the change and its rows then stand together or not at all.
 - SQLAlchemy's commit and rollback send COMMIT or ROLLBACK only if libpq says a transaction is
   open (its transaction status, known without asking the server): after `INSERT ...; COMMIT`
   nothing is left to send.
@@ -35,9 +38,10 @@ test_transactions.py counts them). Measured (bench/RESULTS.md): the same two sta
 Left to psycopg2's own way: SQLAlchemy's AUTOCOMMIT isolation level (a migration's CREATE INDEX
 CONCURRENTLY must run outside a transaction), which gets no BEGIN; and a server-side cursor
 (`stream_results`, `yield_per`), which psycopg2 declares only outside autocommit: its
-transaction is psycopg2's, begun by psycopg2, and the connection goes back to autocommit when
-it ends. Through PgBouncer in transaction pooling nothing changes: it sees transactions opened
-and closed by the statements that make them.
+transaction is psycopg2's, begun by psycopg2 (at the isolation level SQLAlchemy set on the
+connection), and the connection goes back to autocommit when it ends. Through PgBouncer in
+transaction pooling nothing changes: it sees transactions opened and closed by the statements
+that make them.
 
 Neither SQLAlchemy nor psycopg2 has a setting for this; psycopg 3's pipeline mode would, but
 it is another driver (issue 8 allows it only where it measures better, and its outage handling
@@ -62,11 +66,21 @@ from devlab.extensions import db
 COMMITS = "devlab_commits"
 BEGIN_DUE = "devlab.begin_due"
 TRANSACTION = "devlab.transaction"  # how the connection's current transaction begins
-# In a SELECT: a row lock (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE), a write in
-# a CTE, or a function whose effect lasts until the commit. A false match costs only a BEGIN.
-HOLDS_OR_WRITES = re.compile(
-    r"\b(?:UPDATE|SHARE|INSERT|DELETE|MERGE|pg_advisory_xact_lock\w*|set_config|nextval|setval)\b",
-    re.IGNORECASE,
+# In a SELECT: a row lock (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE) or a write
+# in a CTE. A false match costs only a BEGIN.
+HOLDS_OR_WRITES = re.compile(r"\b(?:UPDATE|SHARE|INSERT|DELETE|MERGE)\b", re.IGNORECASE)
+# What may stand before a parenthesis in a SELECT that runs alone: SQL's own words, and functions
+# that only compute. Any other call (an advisory lock, set_config, nextval, now(), a function of
+# the schema's own that may write) needs the request's transaction. A false match costs a BEGIN.
+CALL = re.compile(r"\b(\w+)\s*\(")
+ONLY_COMPUTE = frozenset(
+    {
+        *("select", "from", "where", "in", "any", "all", "some", "exists", "as", "on", "and"),
+        *("or", "not", "over", "partition", "filter", "values", "using", "join", "union"),
+        *("intersect", "except", "cast", "case", "when", "then", "else"),
+        *("coalesce", "nullif", "greatest", "least", "count", "max", "min", "sum", "avg"),
+        *("lower", "upper", "char_length", "length", "trim", "abs", "round", "floor", "ceil"),
+    }
 )
 IDLE = extensions.TRANSACTION_STATUS_IDLE
 
@@ -92,6 +106,7 @@ def _begin(connection: Connection) -> None:
     isolation = connection.get_execution_options().get("isolation_level")
     if isolation == "AUTOCOMMIT":
         connection.info.pop(BEGIN_DUE, None)
+        connection.info.pop(TRANSACTION, None)
         return
     raw = connection.connection.dbapi_connection
     if not raw.autocommit:  # SQLAlchemy restored psycopg2's default after an AUTOCOMMIT block
@@ -140,8 +155,8 @@ def _carry_transaction(connection, cursor, statement, parameters, context, execu
 
 def _reads_only(statement: str, context) -> bool:
     """Whether a statement only reads, and holds nothing until a commit: a SELECT (of SQLAlchemy's
-    making: text may say anything) with no row lock, no write in a CTE, and no function whose
-    effect lasts as long as the transaction."""
+    making: text may say anything) with no row lock, no write in a CTE, and no call of anything
+    but the functions that only compute."""
     return (
         context is not None
         and context.compiled is not None
@@ -152,7 +167,9 @@ def _reads_only(statement: str, context) -> bool:
 
 @lru_cache(maxsize=1024)  # SQLAlchemy hands the same string for each execution of a statement
 def _holds_or_writes(statement: str) -> bool:
-    return HOLDS_OR_WRITES.search(statement) is not None
+    if HOLDS_OR_WRITES.search(statement) is not None:
+        return True
+    return any(name.lower() not in ONLY_COMPUTE for name in CALL.findall(statement))
 
 
 def _commit(dbapi_connection) -> None:

@@ -69,13 +69,16 @@ def _passed_as_it_is(field: fields.Field) -> type | str | None:
     """What marshmallow's conversion gives back unchanged, for the commonest fields: an int for
     an Integer, a str for a String; and for an ISO DateTime, a datetime's isoformat(), which is
     all marshmallow does with it. Any other value goes to the field's own `_serialize`."""
-    serialize = type(field)._serialize
-    if serialize is fields.Integer._serialize and not field.as_string:
-        return int
-    if serialize is fields.String._serialize:
+    kind = type(field)
+    # Integer, Float and Decimal share Number's _serialize; only an int field's num_type is int.
+    if kind._serialize is fields.Number._serialize and not field.as_string:
+        return int if kind.num_type is int else None
+    if kind._serialize is fields.String._serialize:
         return str
-    if serialize is fields.DateTime._serialize and field.format in (None, "iso", "iso8601"):
-        return ISO_DATETIME
+    # DateTime, Date and Time share _serialize; what it calls is the class's format function.
+    if kind._serialize is fields.DateTime._serialize:
+        format_function = kind.SERIALIZATION_FUNCS.get(field.format or kind.DEFAULT_FORMAT)
+        return ISO_DATETIME if format_function is datetime.isoformat else None
     return None
 
 

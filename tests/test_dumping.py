@@ -91,6 +91,12 @@ class Everything(FlatSchema):
     monthly = fields.DateTime(format="%Y-%m")
     rfc = fields.DateTime(format="rfc")
     iso = fields.DateTime(format="iso8601")
+    # Fields that share Integer's or DateTime's _serialize, and convert otherwise
+    ratio = fields.Float()
+    amount = fields.Decimal()
+    day = fields.Date()
+    moment = fields.Time()
+    aware = fields.AwareDateTime()
 
 
 @pytest.mark.parametrize(
@@ -111,6 +117,8 @@ class Everything(FlatSchema):
         {"when": datetime(1, 1, 1, tzinfo=UTC), "iso": datetime(999, 12, 31, 23, 59, tzinfo=UTC)},
         {"when": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)},
         {"when": datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=timezone(timedelta(0), "named"))},
+        {"ratio": 3, "amount": 3, "day": datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)},
+        {"moment": datetime(2024, 5, 6, 7, 8, 9).time(), "aware": datetime(2024, 5, 6, tzinfo=UTC)},
     ],
 )
 def test_the_quick_dump_equals_marshmallows_for_every_kind_of_flat_field(data):

@@ -217,3 +217,33 @@ def test_a_write_after_the_statement_that_carried_the_commit_begins_anew(app, al
         db.session.rollback()
 
     assert committed_note_texts(alice_id) == ["first", "committed"]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        func.pg_try_advisory_xact_lock(72626),
+        func.pg_advisory_xact_lock(72626),
+        func.set_config("devlab.test", "on", True),
+        func.now(),
+    ],
+    ids=["try advisory lock", "advisory lock", "set_config", "now"],
+)
+def test_a_select_that_calls_more_than_arithmetic_begins_the_transaction(app, call):
+    with app.app_context():
+        db.session.execute(select(call))
+        raw = db.session.connection().connection.driver_connection
+        in_transaction = raw.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        db.session.rollback()
+
+    assert in_transaction
+
+
+def test_a_select_of_counts_and_lowercase_runs_alone(app):
+    with app.app_context():
+        db.session.execute(
+            select(func.count(), func.max(func.lower(User.username))).where(User.id > 0)
+        )
+        raw = db.session.connection().connection.driver_connection
+        assert raw.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        db.session.commit()

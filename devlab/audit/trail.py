@@ -178,7 +178,8 @@ def commit_request_with_its_audit_rows(response: Response) -> Response:
         metrics.audit_rows_committed(rows)
     except SQLAlchemyError as error:
         if keep_changes:
-            # The change is lost, so the client must not be told it was made.
+            # The change is lost (or, if the answer to its commit never came, its fate unknown
+            # here), so the client must not be told it was made.
             return database_error_response(error)
         db.session.rollback()
         current_app.logger.error(
